@@ -1,0 +1,73 @@
+"""The files of a run (DESIGN.md §4), each written so that a crash never leaves half of it."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+METRICS_FILE = "metrics.csv"
+RESULTS_FILE = "results.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class MetricsWriter:
+    """Appends one CSV row per epoch; the header comes with the first row.
+
+    Each row is written with a single ``write`` of the complete line and flushed at once, so a
+    reader (or a crash) sees whole rows only. ``pd.read_csv`` reads the file with no arguments.
+    """
+
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        self.path = path
+        self.columns = tuple(columns)
+        self._file: IO[str] | None = None
+
+    def write(self, row: Mapping[str, float | int]) -> None:
+        unknown = set(row) - set(self.columns)
+        missing = set(self.columns) - set(row)
+        if unknown or missing:
+            raise ValueError(f"row does not match the columns: extra {unknown}, missing {missing}")
+        text = ",".join(_format(row[column]) for column in self.columns) + "\n"
+        if self._file is None:
+            # kept open across epochs and closed by close(): one handle for the whole run
+            self._file = open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            text = ",".join(self.columns) + "\n" + text
+        self._file.write(text)
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _format(value: float | int) -> str:
+    if isinstance(value, int):
+        return str(value)
+    # repr round-trips a float exactly; pandas reads nan/inf back as floats
+    return repr(float(value)) if math.isfinite(value) else str(float(value))
+
+
+def write_json_atomic(path: Path, content: Mapping[str, Any]) -> None:
+    """Write JSON to a temporary file and rename it over ``path`` (all or nothing)."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(content, handle, indent=2, allow_nan=True, default=str)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def save_checkpoint_atomic(path: Path, state: Mapping[str, Any]) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill never corrupts a checkpoint."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(dict(state), temporary)
+    os.replace(temporary, path)

@@ -1,0 +1,353 @@
+"""One training loop for every weighting method.
+
+Per step: forward on an in-memory batch, the K unweighted task losses, then the weighting
+method's ``backward`` (which fills the gradients and returns its weights c), then the optimizer.
+Per epoch: the epoch means of the losses and weights, a validation pass, one metrics.csv row,
+the checkpoints. At the end the best checkpoint (by the monitored validation value) is evaluated
+once on the test split. The trainer knows no method by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtl_runner.data import MultiTaskData, Split
+from mtl_runner.errors import ConfigError, TrainingDiverged
+from mtl_runner.models import MultiTaskModel
+from mtl_runner.schema import MonitorMode, Progress
+from mtl_runner.training.progress import EpochProgress
+from mtl_runner.training.run_files import (
+    CHECKPOINT_DIR,
+    METRICS_FILE,
+    MetricsWriter,
+    save_checkpoint_atomic,
+)
+from mtl_runner.weighting import StepContext, Weighting
+
+log = logging.getLogger("mtl_runner")
+
+MEAN_VAL_LOSS = "val/loss"  # the monitor meaning "mean of val/loss/<task> over tasks"
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    epochs: int
+    batch_size: int | None
+    seed: int
+    eval_batch_size: int = 8192
+    monitor: str = MEAN_VAL_LOSS
+    monitor_mode: MonitorMode = MonitorMode.min
+    checkpoint: bool = True
+    progress: Progress = Progress.auto
+    multirun: bool = False
+    autocast_dtype: torch.dtype | None = None
+
+
+@dataclass
+class FitResult:
+    epochs_completed: int = 0
+    steps: int = 0
+    best_epoch: int | None = None
+    best_value: float | None = None
+    best_val: dict[str, float] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, numpy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG state, as tensors and plain values (loadable with weights_only=True)."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, python_state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(keys.copy()),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {"version": version, "state": list(python_state), "gauss_next": gauss_next},
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy(),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    python_state = state["python"]
+    random.setstate(
+        (python_state["version"], tuple(python_state["state"]), python_state["gauss_next"])
+    )
+
+
+def metrics_columns(data: MultiTaskData) -> list[str]:
+    """The metrics.csv header (DESIGN.md §4): families of ``<split>/<quantity>/<task>``."""
+    names = data.task_names
+    metric_names = list(dict.fromkeys(m for task in data.tasks for m in task.metric_names))
+    return [
+        "epoch",
+        "step",
+        "time_s",
+        "lr",
+        *(f"train/loss/{t}" for t in names),
+        *(f"weight/{t}" for t in names),
+        *(f"val/loss/{t}" for t in names),
+        *(f"val/{m}/{t.name}" for m in metric_names for t in data.tasks if m in t.metric_names),
+    ]
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        weighting: Weighting,
+        data: MultiTaskData,
+        optimizer_factory: Any,
+        lr: float,
+        settings: TrainerSettings,
+        device: torch.device,
+        out_dir: Path,
+    ) -> None:
+        self.settings = settings
+        self.device = device
+        self.data = data.to(device)
+        self.model = model.to(device)
+        self.weighting = weighting
+        self.tasks = data.tasks
+        self.out_dir = out_dir
+        self.columns = metrics_columns(data)
+        self._check_monitor()
+        self.optimizer = optimizer_factory(self._parameter_groups(), lr=lr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=settings.autocast_dtype is torch.float16)
+        self._shared = tuple(self.model.shared_parameters())
+        # shuffling draws from its own CPU generator: the same order on every device
+        self._shuffle = torch.Generator().manual_seed(settings.seed)
+        self.result = FitResult()
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    # ----------------------------------------------------------------------------- set-up
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        groups = [{"params": list(self.model.parameters())}]
+        method_parameters = self.weighting.parameters()
+        if method_parameters:
+            groups.append({"params": method_parameters})
+        return groups
+
+    def _check_monitor(self) -> None:
+        allowed = [MEAN_VAL_LOSS, *(c for c in self.columns if c.startswith("val/"))]
+        if self.settings.monitor not in allowed:
+            raise ConfigError(
+                f"trainer.monitor={self.settings.monitor} is not a validation value: "
+                f"allowed are {', '.join(allowed)}"
+            )
+
+    # ----------------------------------------------------------------------------- loop
+    def fit(self) -> FitResult:
+        writer = MetricsWriter(self.out_dir / METRICS_FILE, self.columns)
+        progress = EpochProgress(
+            self.settings.progress,
+            self.settings.multirun,
+            self.settings.epochs,
+            self.data.task_names,
+        )
+        started = time.perf_counter()
+        try:
+            with progress.active():
+                for epoch in range(1, self.settings.epochs + 1):
+                    train_losses, mean_weights = self._train_epoch(epoch)
+                    self.weighting.on_epoch_end(train_losses)
+                    val = self.evaluate(self.data.val, "val")
+                    row = self._row(epoch, started, train_losses, mean_weights, val)
+                    writer.write(row)
+                    self.result.epochs_completed = epoch
+                    self._track_best(epoch, val)
+                    self._save_checkpoints(epoch)
+                    progress.update(row)
+        finally:
+            writer.close()
+        self._evaluate_test()
+        return self.result
+
+    def _batches(self, split: Split) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        n = len(split)
+        size = self.settings.batch_size or n
+        features, targets = split.features, split.targets
+        if size < n:  # one gather per epoch; every batch is then a view
+            order = torch.randperm(n, generator=self._shuffle).to(self.device)
+            features = features[order]
+            targets = {name: target[order] for name, target in targets.items()}
+        for start in range(0, n, size):
+            stop = start + size
+            yield features[start:stop], {name: t[start:stop] for name, t in targets.items()}
+
+    def _train_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the batch-size-weighted mean losses and the mean per-step weights."""
+        self.model.train()
+        num_tasks = len(self.tasks)
+        loss_sum = torch.zeros(num_tasks, device=self.device)
+        weight_sum = torch.zeros(num_tasks, device=self.device)
+        steps = 0
+        for features, targets in self._batches(self.data.train):
+            losses, shared = self._losses(features, targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            context = StepContext(self._backward, self._shared, shared)
+            weights = self.weighting.backward(losses, context)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            loss_sum += losses.detach() * features.shape[0]
+            weight_sum += weights.detach().float()
+            steps += 1
+        self.result.steps += steps
+        # one host sync per epoch: the finite check needs the values anyway
+        train_losses = (loss_sum.double() / len(self.data.train)).cpu()
+        self._check_finite(epoch, train_losses)
+        return train_losses, (weight_sum.double() / steps).cpu()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = self.settings.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _losses(
+        self, features: torch.Tensor, targets: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._autocast():
+            shared = self.model.encode(features)
+            outputs = self.model.decode(shared)
+        losses = [task.loss(outputs[task.name].float(), targets[task.name]) for task in self.tasks]
+        return torch.stack(losses), shared
+
+    def _backward(self, total: torch.Tensor) -> None:
+        self.scaler.scale(total).backward()
+
+    def _check_finite(self, epoch: int, train_losses: torch.Tensor) -> None:
+        bad = [t.name for t, v in zip(self.tasks, train_losses.tolist()) if not math.isfinite(v)]
+        if bad:
+            values = ", ".join(
+                f"{t.name}={v}" for t, v in zip(self.tasks, train_losses.tolist()) if t.name in bad
+            )
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch}: the loss of task {bad[0]} is not finite "
+                f"(epoch mean {values}); rows of earlier epochs are kept in {METRICS_FILE}. "
+                "Lower trainer.lr or check the data"
+            )
+
+    # ----------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, split: Split, prefix: str) -> dict[str, float]:
+        """Loss and metrics of a whole split, keyed ``<prefix>/<quantity>/<task>``."""
+        self.model.eval()
+        size = self.settings.eval_batch_size
+        chunks = [
+            self.model(split.features[start : start + size]) for start in range(0, len(split), size)
+        ]
+        values: dict[str, torch.Tensor] = {}
+        for task in self.tasks:
+            output = torch.cat([chunk[task.name] for chunk in chunks]).float()
+            target = split.targets[task.name]
+            values[f"{prefix}/loss/{task.name}"] = task.loss(output, target)
+            for name, value in task.metrics(output, target).items():
+                values[f"{prefix}/{name}/{task.name}"] = value
+        numbers = torch.stack(list(values.values())).double().cpu().tolist()
+        return dict(zip(values, numbers))
+
+    def _row(
+        self,
+        epoch: int,
+        started: float,
+        train_losses: torch.Tensor,
+        mean_weights: torch.Tensor,
+        val: dict[str, float],
+    ) -> dict[str, float | int]:
+        row: dict[str, float | int] = {
+            "epoch": epoch,
+            "step": self.result.steps,
+            "time_s": time.perf_counter() - started,
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+        }
+        names = self.data.task_names
+        row.update({f"train/loss/{t}": v for t, v in zip(names, train_losses.tolist())})
+        row.update({f"weight/{t}": v for t, v in zip(names, mean_weights.tolist())})
+        row.update({k: v for k, v in val.items() if k in self.columns})
+        return row
+
+    def monitored(self, val: dict[str, float]) -> float:
+        if self.settings.monitor == MEAN_VAL_LOSS:
+            return sum(val[f"val/loss/{t}"] for t in self.data.task_names) / len(self.tasks)
+        return val[self.settings.monitor]
+
+    def _track_best(self, epoch: int, val: dict[str, float]) -> None:
+        value = self.monitored(val)
+        best = self.result.best_value
+        improved = best is None or (
+            value < best if self.settings.monitor_mode is MonitorMode.min else value > best
+        )
+        if improved and math.isfinite(value):
+            self.result.best_epoch, self.result.best_value, self.result.best_val = epoch, value, val
+            self._best_state = copy.deepcopy(self.model.state_dict())
+
+    def _evaluate_test(self) -> None:
+        """Evaluate the best checkpoint once on the test split (model selection never sees it)."""
+        if self._best_state is None:
+            return
+        self.model.load_state_dict(self._best_state)
+        self.result.test = self.evaluate(self.data.test, "test")
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def checkpoint_state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "step": self.result.steps,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "best_epoch": self.result.best_epoch,
+            "best_value": self.result.best_value,
+            "rng": {**rng_state(), "shuffle": self._shuffle.get_state()},
+        }
+
+    def _save_checkpoints(self, epoch: int) -> None:
+        if not self.settings.checkpoint:
+            return
+        directory = self.out_dir / CHECKPOINT_DIR
+        state = self.checkpoint_state(epoch)
+        save_checkpoint_atomic(directory / "last.pt", state)
+        if self.result.best_epoch == epoch:
+            save_checkpoint_atomic(directory / "best.pt", state)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"Trainer({type(self.model).__name__}, {type(self.weighting).__name__})"
