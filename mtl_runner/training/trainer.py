@@ -216,8 +216,9 @@ class Trainer:
         """Returns the batch-size-weighted mean losses and the mean per-step weights."""
         self.model.train()
         num_tasks = len(self.tasks)
-        loss_sum = torch.zeros(num_tasks, device=self.device)
-        weight_sum = torch.zeros(num_tasks, device=self.device)
+        # float64 sums: the logged means are exact to the applied float32 values
+        loss_sum = torch.zeros(num_tasks, device=self.device, dtype=torch.float64)
+        weight_sum = torch.zeros(num_tasks, device=self.device, dtype=torch.float64)
         steps = 0
         for features, targets in self._batches(self.data.train):
             losses, shared = self._losses(features, targets)
@@ -227,13 +228,13 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             loss_sum += losses.detach() * features.shape[0]
-            weight_sum += weights.detach().float()
+            weight_sum += weights.detach()
             steps += 1
         self.result.steps += steps
         # one host sync per epoch: the finite check needs the values anyway
-        train_losses = (loss_sum.double() / len(self.data.train)).cpu()
+        train_losses = (loss_sum / len(self.data.train)).cpu()
         self._check_finite(epoch, train_losses)
-        return train_losses, (weight_sum.double() / steps).cpu()
+        return train_losses, (weight_sum / steps).cpu()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = self.settings.autocast_dtype
