@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mtl_runner import __version__
 from mtl_runner.errors import ConfigError, UserError
+from mtl_runner.training.progress import log_to_files_only
 from mtl_runner.training.run_files import RESULTS_FILE, write_json_atomic
 
 log = logging.getLogger("mtl_runner")
@@ -55,7 +56,7 @@ def run(cfg: DictConfig, out_dir: Path, multirun: bool = False) -> dict[str, Any
         raise
     except UserError as error:
         results["error"] = str(error)
-        _log_to_files_only(logging.ERROR, f"run failed: {error}")
+        log_to_files_only(logging.ERROR, f"run failed: {error}")
         raise
     except Exception as error:
         results["error"] = f"{type(error).__name__}: {error}"
@@ -140,16 +141,6 @@ def _optimizer_factory(cfg: DictConfig) -> Any:
     return hydra_instantiate(cfg, _convert_="all", _partial_=True)
 
 
-def _log_to_files_only(level: int, message: str) -> None:
-    """Record a message in the job's log file without printing it a second time."""
-    import logging as _logging
-
-    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
-    for handler in _logging.getLogger().handlers:
-        if isinstance(handler, _logging.FileHandler):
-            handler.handle(record)
-
-
 def _versions() -> dict[str, str]:
     versions = {"mtl_runner": __version__, "python": platform.python_version()}
     for name in ("torch", "hydra", "omegaconf", "numpy", "pandas"):
@@ -158,6 +149,3 @@ def _versions() -> dict[str, str]:
             versions[name] = getattr(module, "__version__", "unknown")
     return versions
 
-
-def config_to_dict(cfg: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

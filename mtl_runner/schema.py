@@ -71,7 +71,7 @@ def _adam() -> dict[str, Any]:
 
 @dataclass
 class TrainerConf:
-    epochs: int = 10
+    epochs: int = 30
     batch_size: int | None = 256
     lr: float = 1e-3
     optimizer: Any = field(default_factory=_adam)

@@ -142,7 +142,10 @@ def test_a_sweep_writes_one_csv_per_job(mtl_run, tmp_path: Path) -> None:
     assert outcome.code == 0, outcome.stderr
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     # the seed is not part of a job's name (DESIGN.md §4)
-    assert jobs == [f"{i}_weighting.temperature={t},weighting=dwa" for i, t in enumerate((1, 2, 4))]
+    fast = "dataset.n=600,trainer.batch_size=64,trainer.epochs=4,trainer.progress=log"
+    assert jobs == [
+        f"{i}_{fast},weighting.temperature={t},weighting=dwa" for i, t in enumerate((1, 2, 4))
+    ]
     weights = {}
     for job, temperature in zip(jobs, (1.0, 2.0, 4.0), strict=True):
         metrics = pd.read_csv(sweep / job / "metrics.csv")
@@ -166,3 +169,4 @@ def test_log_lines_and_bar(mtl_run) -> None:
     assert "epoch 3/3 | train loss" in (bar.run_dir / "mtl_run.log").read_text()
     quiet = mtl_run("trainer.progress=none")
     assert "epoch 1/3" not in quiet.stdout and "epochs:" not in quiet.stderr
+    assert "epoch 3/3 | train loss" in (quiet.run_dir / "mtl_run.log").read_text()

@@ -2,7 +2,7 @@
 
 A bar is shown only for a single run on a terminal: several jobs of a sweep, or output to a
 file, would interleave bars. Log lines always reach the job's log file; under a bar they are
-printed above it (``logging_redirect_tqdm``).
+printed above it (``logging_redirect_tqdm``); with ``none`` they go to the log file alone.
 """
 
 from __future__ import annotations
@@ -18,6 +18,14 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from mtl_runner.schema import Progress
 
 log = logging.getLogger("mtl_runner")
+
+
+def log_to_files_only(level: int, message: str) -> None:
+    """Record a message in the job's log file (Hydra's file handler) without printing it."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def use_bar(mode: Progress, multirun: bool) -> bool:
@@ -46,7 +54,9 @@ class EpochProgress:
                 self._bar.close()
 
     def update(self, row: Mapping[str, float]) -> None:
-        if self.mode is not Progress.none:
+        if self.mode is Progress.none:
+            log_to_files_only(logging.INFO, self.line(row))
+        else:
             log.info(self.line(row))
         if self._bar is not None:
             self._bar.set_postfix_str(

@@ -349,6 +349,3 @@ class Trainer:
         save_checkpoint_atomic(directory / "last.pt", state)
         if self.result.best_epoch == epoch:
             save_checkpoint_atomic(directory / "best.pt", state)
-
-    def __repr__(self) -> str:  # pragma: no cover - debugging aid
-        return f"Trainer({type(self.model).__name__}, {type(self.weighting).__name__})"
