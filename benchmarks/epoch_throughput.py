@@ -17,7 +17,8 @@ the throughput ratio runner / hand loop (= hand s/epoch / runner s/epoch) agains
 target. This is a benchmark, not a test: it always exits 0.
 
 Run it with ``make bench`` or ``.venv/bin/python benchmarks/epoch_throughput.py`` (``--help``
-lists the options: --rows, --batch-size, --epochs, --repeats, --device).
+lists the options: --rows, --batch-size, --epochs, --repeats, --device). The machines are
+noisy: for a number to rely on, use --repeats 9 or more.
 """
 
 from __future__ import annotations

@@ -148,4 +148,3 @@ def _versions() -> dict[str, str]:
         if module is not None:
             versions[name] = getattr(module, "__version__", "unknown")
     return versions
-
