@@ -19,7 +19,7 @@ from mtl_runner.training.trainer import (
     rng_state,
     seed_everything,
 )
-from mtl_runner.weighting import StepContext, Weighting
+from mtl_runner.weighting import Aggregation, GradientWeighting, StepContext, Weighting
 from mtl_runner.weighting.base import Combined
 from mtl_runner.weighting.inverse_loss import InverseLoss
 
@@ -87,10 +87,7 @@ def test_logged_loss_is_batch_size_weighted_and_weight_is_the_step_mean(tmp_path
 
 
 class InverseGradientNorm(Weighting):
-    """A gradient-based method written against the interface: c_k = 1 / ||∇_θ L_k||."""
-
-    def combine(self, losses: torch.Tensor) -> Combined:  # pragma: no cover - not used
-        raise NotImplementedError
+    """A gradient-based method written against the bare interface: c_k = 1 / ||∇_θ L_k||."""
 
     def backward(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
         norms = []
@@ -167,3 +164,74 @@ def test_auto_device_is_cpu_without_cuda(mtl_run) -> None:
     outcome = mtl_run("device=auto")
     expected = "cuda:0" if torch.cuda.is_available() else "cpu"
     assert outcome.results["device"] == expected
+
+
+class NormalisedGradients(GradientWeighting):
+    """c_k = 1/||J_k|| through the GradientWeighting base, on either grad source."""
+
+    def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
+        return Aggregation(weights=1.0 / jacobian.norm(dim=1))
+
+
+class ExplicitSum(GradientWeighting):
+    """Returns d = Σ_k J_k as an explicit direction, with weights 1: must equal Equal."""
+
+    def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
+        return Aggregation(weights=torch.ones(len(losses)), direction=jacobian.sum(dim=0))
+
+
+def one_sgd_step(method: Weighting, tmp_path: Path) -> tuple[Trainer, HardParameterSharing]:
+    tmp_path.mkdir(exist_ok=True)
+    trainer = make_trainer(method, tmp_path, torch.optim.SGD, lr=1.0, epochs=1, batch_size=None)
+    before = copy.deepcopy(trainer.model)
+    trainer.fit()
+    return trainer, before
+
+
+def expected_step(model: HardParameterSharing, trainer: Trainer, source: str):
+    """Hand computation of c and of the parameters after one SGD(lr=1) step."""
+    train = trainer.data.train
+    z = model.encode(train.features)
+    outputs = model.decode(z)
+    losses = [t.loss(outputs[t.name], train.targets[t.name]) for t in trainer.tasks]
+    inputs = list(model.shared_parameters()) if source == "params" else [z]
+    norms = [
+        torch.sqrt(sum((g**2).sum() for g in torch.autograd.grad(loss, inputs, retain_graph=True)))
+        for loss in losses
+    ]
+    weights = torch.stack([1.0 / n for n in norms]).detach()
+    total = sum(c * loss for c, loss in zip(weights, losses))
+    grads = torch.autograd.grad(total, list(model.parameters()))
+    after = [p - g for p, g in zip(model.parameters(), grads)]
+    return weights, after
+
+
+@pytest.mark.parametrize("source", ["params", "features"])
+def test_gradient_weighting_base_applies_its_weights(tmp_path: Path, source: str) -> None:
+    trainer, before = one_sgd_step(NormalisedGradients(list(TASKS), grad_source=source), tmp_path)
+    weights, after = expected_step(before, trainer, source)
+    for p_after, p_expected in zip(trainer.model.parameters(), after):
+        torch.testing.assert_close(p_after, p_expected, rtol=1e-5, atol=1e-6)
+    logged = pd.read_csv(tmp_path / "metrics.csv").iloc[0]
+    assert [logged[f"weight/{t}"] for t in TASKS] == pytest.approx(weights.tolist(), rel=1e-5)
+
+
+@pytest.mark.parametrize("source", ["params", "features"])
+def test_an_explicit_direction_reaches_the_shared_part(tmp_path: Path, source: str) -> None:
+    from mtl_runner.weighting.equal import Equal
+
+    explicit, _ = one_sgd_step(ExplicitSum(list(TASKS), grad_source=source), tmp_path / "x")
+    equal, _ = one_sgd_step(Equal(list(TASKS)), tmp_path / "e")
+    for p_explicit, p_equal in zip(explicit.model.parameters(), equal.model.parameters()):
+        torch.testing.assert_close(p_explicit, p_equal, rtol=1e-5, atol=1e-6)
+
+
+def test_unsupported_grad_source_is_refused() -> None:
+    from mtl_runner.errors import ConfigError
+    from mtl_runner.weighting import GradSource
+
+    class ParamsOnly(NormalisedGradients):
+        supported_sources = frozenset({GradSource.params})
+
+    with pytest.raises(ConfigError, match="grad_source=features is not supported by ParamsOnly"):
+        ParamsOnly(list(TASKS), grad_source="features")

@@ -152,6 +152,9 @@ class Trainer:
         self.optimizer = optimizer_factory(self._parameter_groups(), lr=lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=settings.autocast_dtype is torch.float16)
         self._shared = tuple(self.model.shared_parameters())
+        self._task_parameters = {
+            name: tuple(self.model.task_parameters(name)) for name in data.task_names
+        }
         # shuffling draws from its own CPU generator: the same order on every device
         self._shuffle = torch.Generator().manual_seed(settings.seed)
         self.result = FitResult()
@@ -215,27 +218,52 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the batch-size-weighted mean losses and the mean per-step weights."""
         self.model.train()
-        # kept per step and reduced once per epoch: no extra kernels in the step
-        step_losses: list[torch.Tensor] = []
-        step_weights: list[torch.Tensor] = []
+        # kept per batch and reduced once per epoch: no extra kernels in the step
+        batch_losses: list[torch.Tensor] = []
         batch_sizes: list[int] = []
-        for features, targets in self._batches(self.data.train):
+        step_weights: list[torch.Tensor] = []
+        batches = self._batches(self.data.train)
+
+        def forward(features: torch.Tensor, targets: dict[str, torch.Tensor]):
             losses, shared = self._losses(features, targets)
-            self.optimizer.zero_grad(set_to_none=True)
-            weights = self.weighting.backward(
-                losses, StepContext(self._backward, self._shared, shared)
-            )
-            self._optimizer_step()
-            step_losses.append(losses.detach())
-            step_weights.append(weights.detach())
+            batch_losses.append(losses.detach())
             batch_sizes.append(features.shape[0])
-        self.result.steps += len(batch_sizes)
+            return losses, shared
+
+        def draw_batch() -> tuple[torch.Tensor, torch.Tensor] | None:
+            batch = next(batches, None)
+            return None if batch is None else forward(*batch)
+
+        for features, targets in batches:
+            losses, shared = forward(features, targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            context = StepContext(
+                self._backward,
+                self._shared,
+                self._task_parameters,
+                shared,
+                draw_batch,
+                self._loss_scale(),
+            )
+            step_weights.append(self.weighting.backward(losses, context).detach())
+            self._optimizer_step()
+            self.weighting.after_step(lambda f=features, t=targets: self._losses_after_step(f, t))
+        self.result.steps += len(step_weights)
         # float64: the logged means are exact to the float32 values applied
         sizes = torch.tensor(batch_sizes, dtype=torch.float64, device=self.device)
-        train_losses = (sizes @ torch.stack(step_losses).double() / sizes.sum()).cpu()
+        train_losses = (sizes @ torch.stack(batch_losses).double() / sizes.sum()).cpu()
         mean_weights = torch.stack(step_weights).double().mean(dim=0).cpu()
         self._check_finite(epoch, train_losses)  # one host sync per epoch, here
         return train_losses, mean_weights
+
+    @torch.no_grad()
+    def _losses_after_step(
+        self, features: torch.Tensor, targets: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        return self._losses(features, targets)[0]
+
+    def _loss_scale(self) -> float:
+        return float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = self.settings.autocast_dtype

@@ -18,8 +18,18 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mtl_runner.errors import ConfigError
 from mtl_runner.weighting.base import Combined, LossWeighting, StepContext, Weighting
+from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
-__all__ = ["Combined", "LossWeighting", "StepContext", "Weighting", "build_weighting"]
+__all__ = [
+    "Aggregation",
+    "Combined",
+    "GradSource",
+    "GradientWeighting",
+    "LossWeighting",
+    "StepContext",
+    "Weighting",
+    "build_weighting",
+]
 
 _RUNTIME_ARGUMENTS = ("self", "task_names")
 

@@ -4,15 +4,16 @@ The trainer knows no method by name. Per optimizer step it computes the batch's 
 task losses and calls :meth:`Weighting.backward`, which must leave the gradients in the
 parameters' ``.grad`` and return the method's weight vector c ∈ ℝ^K — one meaning for every
 method: for loss-based methods c_k = ∂L_total/∂L_k, for gradient-based methods the shared
-parameters move along Σ_k c_k ∇L_k. At the end of each epoch the trainer calls
-:meth:`Weighting.on_epoch_end` with the epoch means of the unweighted training losses (the
-values written to ``train/loss/<task>``).
+parameters move along Σ_k c_k ∇L_k. After the optimizer step it calls
+:meth:`Weighting.after_step` (a method that needs the losses after the step on the same batch,
+such as FAMO, calls the closure it is given). At the end of each epoch it calls
+:meth:`Weighting.on_epoch_end` with the epoch means of the unweighted training losses (the values
+written to ``train/loss/<task>``).
 
 Loss-based methods subclass :class:`LossWeighting` and implement :meth:`LossWeighting.weights`
-(or :meth:`Weighting.combine` when the total loss is not Σ c_k L_k with detached c). A
-gradient-based method overrides :meth:`Weighting.backward` and uses the :class:`StepContext`
-(shared parameters, shared representation) to take per-task gradients; the trainer is not
-touched.
+(or :meth:`LossWeighting.combine` when the total loss is not Σ c_k L_k with detached c).
+Gradient-based methods subclass :class:`mtl_runner.weighting.gradients.GradientWeighting`.
+Everything a method may need during a step is in the :class:`StepContext`.
 
 Hyperparameters are the keyword arguments of ``__init__`` after ``task_names``; their type hints
 are the schema that ``conf/weighting/<name>.yaml`` is validated against (see
@@ -22,9 +23,9 @@ are the schema that ``conf/weighting/<name>.yaml`` is validated against (see
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -41,18 +42,35 @@ class Combined:
 class StepContext:
     """What a method may use during one optimizer step besides the losses.
 
-    ``backward(tensor)`` backpropagates a scalar through the mixed-precision loss scaler (use it
-    instead of ``tensor.backward()``); ``shared_parameters`` are the parameters shared by all
-    tasks; ``shared_representation`` is the trunk output z of this batch, part of the graph.
+    - ``backward(tensor)`` backpropagates a scalar through the mixed-precision loss scaler (use
+      it instead of ``tensor.backward()``).
+    - ``loss_scale``: the fp16 loss scale (1.0 otherwise). Gradients a method writes into
+      ``.grad`` itself must be multiplied by it; gradients it reads must be divided by it.
+    - ``shared_parameters``: the parameters shared by all tasks; ``task_parameters``: each
+      task's own parameters (its head), by task name.
+    - ``shared_representation``: the trunk output z of this batch, part of the graph.
+    - ``draw_batch()``: the losses and shared representation of another, fresh batch of this
+      epoch (for methods that need several batches per step), or None when the epoch is spent.
     """
 
     backward: Callable[[torch.Tensor], None]
     shared_parameters: Sequence[torch.nn.Parameter]
+    task_parameters: Mapping[str, Sequence[torch.nn.Parameter]]
     shared_representation: torch.Tensor
+    draw_batch: Callable[[], tuple[torch.Tensor, torch.Tensor] | None]
+    loss_scale: float = 1.0
 
 
 class Weighting(ABC):
-    """Base of every weighting method; see the module docstring for the contract."""
+    """Base of every weighting method; see the module docstring for the contract.
+
+    Class attributes declare the properties the shared test suite checks for every method.
+    """
+
+    #: the update direction never conflicts with a task gradient (⟨d, g_k⟩ ≥ 0 for all k)
+    non_conflicting: ClassVar[bool] = False
+    #: permuting the tasks permutes the weights (deterministic methods only)
+    permutation_invariant: ClassVar[bool] = True
 
     def __init__(self, task_names: Sequence[str]) -> None:
         self.task_names = tuple(task_names)
@@ -62,14 +80,11 @@ class Weighting(ABC):
         return len(self.task_names)
 
     @abstractmethod
-    def combine(self, losses: torch.Tensor) -> Combined:
-        """Turn the K differentiable losses of a batch into a scalar and its weights."""
-
     def backward(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
         """Fill the parameters' gradients for this step and return the weights c ([K])."""
-        combined = self.combine(losses)
-        context.backward(combined.loss)
-        return combined.weights
+
+    def after_step(self, losses_after_step: Callable[[], torch.Tensor]) -> None:
+        """Called after each optimizer step; the closure gives the same batch's new losses."""
 
     def on_epoch_end(self, train_losses: torch.Tensor) -> None:
         """Receive the epoch means L̄_k of the unweighted training losses ([K], float64, CPU)."""
@@ -88,12 +103,18 @@ class Weighting(ABC):
 
 
 class LossWeighting(Weighting):
-    """A method whose total loss is Σ_k c_k L_k with c computed from the detached losses."""
+    """A method that combines the losses into one scalar, which is then backpropagated."""
 
-    @abstractmethod
     def weights(self, losses: torch.Tensor) -> torch.Tensor:
         """The weights c ([K]) for the batch's detached losses ([K])."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither weights nor combine")
 
     def combine(self, losses: torch.Tensor) -> Combined:
+        """Σ_k c_k L_k with c from :meth:`weights`; override when the total has another form."""
         weights = self.weights(losses.detach())
         return Combined(loss=(weights * losses).sum(), weights=weights)
+
+    def backward(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
+        combined = self.combine(losses)
+        context.backward(combined.loss)
+        return combined.weights.detach()

@@ -16,6 +16,8 @@ from mtl_runner.weighting.base import LossWeighting
 
 
 class Fixed(LossWeighting):
+    permutation_invariant = False  # the weights belong to task positions, not to loss values
+
     def __init__(self, task_names: Sequence[str], weights: list[float]) -> None:
         super().__init__(task_names)
         if len(weights) != self.num_tasks:

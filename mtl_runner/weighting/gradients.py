@@ -1,0 +1,165 @@
+"""Per-task gradients and the base class of every gradient-based method.
+
+A gradient-based method sees the Jacobian J ∈ ℝ^{K×D} of the task losses with respect to its
+``grad_source``:
+
+- ``params``: the shared parameters, flattened and concatenated (D = number of shared
+  parameters). One batched backward (``torch.autograd.grad`` with ``is_grads_batched``) gives all
+  K rows and, in the same pass, each head's own gradient.
+- ``features``: the shared representation z of the batch, flattened (D = batch × width), i.e.
+  ∂L_k/∂z for the whole batch matrix as in MGDA-UB (Sener & Koltun 2018). Only the heads are
+  traversed, so it costs little; LibMTL instead sums ∂L_k/∂z over the batch rows.
+
+The method's :meth:`GradientWeighting.aggregate` returns the weights c and, for methods whose
+direction is not a combination of the current gradients, the direction d itself. The shared
+parameters (or z) then receive d = cᵀJ (or the returned d), and — one convention for every
+method — the head of task k receives c_k ∇_head L_k.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import ClassVar
+
+import torch
+
+from mtl_runner.errors import ConfigError
+from mtl_runner.weighting.base import StepContext, Weighting
+
+
+class GradSource(str, Enum):
+    params = "params"
+    features = "features"
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """The result of a gradient-based method for one step.
+
+    ``weights`` ([K]) is what is logged and what scales the heads; ``direction`` ([D]) is the
+    update of the grad source when it is not ``weightsᵀJ`` (None means ``weightsᵀJ``).
+    """
+
+    weights: torch.Tensor
+    direction: torch.Tensor | None = None
+
+
+class GradientWeighting(Weighting):
+    """Base of the methods that read per-task gradients (subclasses implement ``aggregate``)."""
+
+    #: the grad sources the method supports; composing another fails with a clear message
+    supported_sources: ClassVar[frozenset[GradSource]] = frozenset(GradSource)
+
+    def __init__(self, task_names: Sequence[str], grad_source: GradSource = GradSource.params):
+        super().__init__(task_names)
+        self.grad_source = GradSource(grad_source)
+        if self.grad_source not in self.supported_sources:
+            allowed = ", ".join(sorted(s.value for s in self.supported_sources))
+            raise ConfigError(
+                f"weighting.grad_source={self.grad_source.value} is not supported by "
+                f"{type(self).__name__}: use {allowed}"
+            )
+
+    @abstractmethod
+    def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
+        """Weights (and optionally a direction) from J ([K, D]) and the detached losses ([K])."""
+
+    def backward(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
+        if self.grad_source is GradSource.features:
+            return self._backward_features(losses, context)
+        return self._backward_params(losses, context)
+
+    def _backward_params(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
+        shared = list(context.shared_parameters)
+        heads = [list(context.task_parameters[name]) for name in self.task_names]
+        scale = context.loss_scale
+        rows = jacobian_rows(losses * scale, shared + [p for head in heads for p in head])
+        shared_jacobian = torch.cat([row.flatten(1) for row in rows[: len(shared)]], dim=1) / scale
+        aggregation = self.aggregate(shared_jacobian, losses.detach())
+        weights = aggregation.weights.detach().to(shared_jacobian.dtype)
+        direction = aggregation.direction
+        if direction is None:
+            direction = weights @ shared_jacobian
+        assign_flat_gradient(shared, direction * scale)
+        head_rows = iter(rows[len(shared) :])
+        for k, head in enumerate(heads):
+            for parameter in head:  # the head of task k gets c_k ∇ L_k (row k of its Jacobian)
+                accumulate_gradient(parameter, weights[k] * next(head_rows)[k])
+        return weights
+
+    def _backward_features(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
+        shared = context.shared_representation
+        scale = context.loss_scale
+        (rows,) = jacobian_rows(losses * scale, [shared], retain_graph=True)
+        jacobian = rows.flatten(1).float() / scale
+        aggregation = self.aggregate(jacobian, losses.detach())
+        weights = aggregation.weights.detach().to(jacobian.dtype)
+        if aggregation.direction is None:  # c_k on every part: one ordinary backward
+            context.backward((weights.to(losses.dtype) * losses).sum())
+            return weights
+        heads = [p for name in self.task_names for p in context.task_parameters[name]]
+        head_total = (weights.to(losses.dtype) * losses).sum() * scale
+        torch.autograd.backward(head_total, inputs=heads, retain_graph=True)
+        shared.backward(aggregation.direction.reshape(shared.shape).to(shared.dtype) * scale)
+        return weights
+
+
+def jacobian_rows(
+    losses: torch.Tensor, inputs: Sequence[torch.Tensor], retain_graph: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """∂L_k/∂input for every k and input: one tensor [K, *input.shape] per input.
+
+    One vmapped backward; falls back to K backwards where an op has no batching rule.
+    """
+    num_tasks = losses.shape[0]
+    identity = torch.eye(num_tasks, device=losses.device, dtype=losses.dtype)
+    try:
+        grads = torch.autograd.grad(
+            losses,
+            list(inputs),
+            grad_outputs=identity,
+            is_grads_batched=True,
+            retain_graph=retain_graph,
+            allow_unused=True,
+        )
+    except RuntimeError:  # pragma: no cover - ops without a vmap rule
+        per_task = [
+            torch.autograd.grad(
+                losses[k],
+                list(inputs),
+                retain_graph=retain_graph or k < num_tasks - 1,
+                allow_unused=True,
+            )
+            for k in range(num_tasks)
+        ]
+        grads = tuple(
+            torch.stack([_dense(g, x) for g in column]) for column, x in zip(zip(*per_task), inputs)
+        )
+    return tuple(
+        torch.zeros(num_tasks, *x.shape, device=x.device, dtype=x.dtype) if g is None else g
+        for g, x in zip(grads, inputs)
+    )
+
+
+def _dense(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if grad is None else grad
+
+
+def assign_flat_gradient(parameters: Sequence[torch.nn.Parameter], flat: torch.Tensor) -> None:
+    """Write a flat vector into the parameters' ``.grad``, in order."""
+    offset = 0
+    for parameter in parameters:
+        size = parameter.numel()
+        accumulate_gradient(parameter, flat[offset : offset + size].view_as(parameter))
+        offset += size
+
+
+def accumulate_gradient(parameter: torch.nn.Parameter, grad: torch.Tensor) -> None:
+    grad = grad.to(parameter.dtype)
+    if parameter.grad is None:
+        parameter.grad = grad.clone()
+    else:
+        parameter.grad.add_(grad)
