@@ -1,0 +1,75 @@
+"""Conflict-Free Inverse Gradients (ConFIG).
+
+Paper: Q. Liu, M. Chu, N. Thuerey, "ConFIG: Towards Conflict-free Training of Physics Informed
+Neural Networks", ICLR 2025, https://arxiv.org/abs/2408.11104 (Eq. 2).
+Direction: with the unit gradients u_k = g_k/‖g_k‖ as the rows of U, g_u = U⁺ 1 (the minimum-norm
+solution of U g_u = 1: equal positive cosines with every task), unit = g_u/‖g_u‖, and
+d = (Σ_k ⟨g_k, unit⟩) · unit. When the gradients are linearly independent, ⟨d, g_k⟩ > 0 for
+every k (the paper's conflict-free guarantee).
+Weight: d lies in the row space of J, so d = cᵀJ exactly, and c is computed in closed form (not
+fitted): U⁺ 1 = Uᵀ (UUᵀ)⁺ 1, so with Ĝ = UUᵀ (the cosine matrix), a = Ĝ⁺ 1 and b_k = a_k/‖g_k‖,
+g_u = Σ_k b_k g_k and c = (1ᵀGb / bᵀGb) · b, where G = JJᵀ (float64). c is scale free (J scaled
+by 1e-8 or 1e8 gives the same c) and c = 0 when d = 0. When J is rank deficient, c is not unique
+and the one logged is this construction's. c_k can be negative (about 1 in 5 random K = 4 draws);
+the head of task k still gets c_k ∇_head L_k (the project-wide convention).
+Rank: eigenvalues of Ĝ below 1e-10 of the largest count as zero (independent parts below 1e-5
+of the largest singular value of U; float32 rounding of parallel gradients stays far below). A
+zero gradient has u_k = 0 and drops out (its equation cannot hold). When the gradients are
+linearly dependent, U g_u = 1 may have no solution and the least-squares g_u can conflict with a
+task (e.g. g, −2g, g/2 give d = Σ_k g_k = −g/2): the method is therefore not declared
+non-conflicting; it is for linearly independent gradients (and whenever U g_u = 1 is solvable).
+Hyperparameters: none besides ``grad_source``.
+State: none.
+Grad sources: ``params`` (the paper: the network's parameters) and ``features`` (the same on
+∂L_k/∂z of the batch's shared representation).
+Other implementations: torchjd's ConFIG computes the same direction from ``pinv(U)`` on the
+Jacobian itself (its cut-off, torch's default rtol = max(K, D)·eps on U's singular values, grows
+with D) and returns no weights; its ``pref_vector`` (default ones, the paper's) is not offered.
+LibMTL has no ConFIG. The paper's momentum variant (M-ConFIG) is not this method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from mtl_runner.weighting._surgery import gram_matrix, to_weights
+from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
+
+RANK_RTOL = 1e-10  # eigenvalues of the cosine matrix below RANK_RTOL·largest count as zero
+
+
+class ConFIG(GradientWeighting):
+    def __init__(
+        self, task_names: Sequence[str], grad_source: GradSource = GradSource.params
+    ) -> None:
+        super().__init__(task_names, grad_source)
+
+    def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
+        return Aggregation(
+            weights=to_weights(self.weights_from_gram(gram_matrix(jacobian)), jacobian)
+        )
+
+    @staticmethod
+    def weights_from_gram(gram: torch.Tensor) -> torch.Tensor:
+        """c with d = cᵀJ, from the Gram matrix G = JJᵀ (float64)."""
+        num_tasks = gram.shape[0]
+        zeros = torch.zeros(num_tasks, dtype=torch.float64)
+        largest = gram.diagonal().max()
+        if not largest > 0:
+            return zeros
+        gram = gram / largest  # c is scale free; this keeps every product in range
+        norms = gram.diagonal().clamp_min(0.0).sqrt()
+        inverse_norms = torch.where(norms > 0, 1.0 / norms.clamp_min(1e-300), 0.0)
+        cosines = gram * inverse_norms[:, None] * inverse_norms[None, :]
+        eigenvalues, eigenvectors = torch.linalg.eigh(cosines)
+        kept = eigenvalues > RANK_RTOL * eigenvalues.max()
+        basis = eigenvectors[:, kept]
+        ones = torch.ones(num_tasks, dtype=torch.float64)
+        solution = basis @ ((basis.T @ ones) / eigenvalues[kept])  # a = Ĝ⁺ 1
+        b = solution * inverse_norms  # g_u = Σ_k b_k g_k
+        squared_norm = b @ gram @ b  # ‖g_u‖²
+        if not squared_norm > 0:
+            return zeros
+        return (gram @ b).sum() / squared_norm * b

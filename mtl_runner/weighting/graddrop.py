@@ -1,0 +1,120 @@
+"""Gradient Sign Dropout (GradDrop).
+
+Paper: Z. Chen, J. Ngiam, Y. Huang, T. Luong, H. Kretzschmar, Y. Chai, D. Anguelov, "Just Pick a
+Sign: Optimizing Deep Multitask Models with Gradient Sign Dropout", NeurIPS 2020,
+https://arxiv.org/abs/2010.06808 (§3, Algorithm 1).
+Direction: at the shared representation z, with ∇_k = ∂L_k/∂z, the sign purity
+P = ½ (1 + Σ_k ∇_k / Σ_k |∇_k|) ∈ [0, 1] (P = ½ where every ∇_k is 0), U ~ 𝒰(0, 1) i.i.d. (torch's
+global RNG, seeded and checkpointed by the trainer), masks M_k = [P > U]·[∇_k > 0] +
+[P < U]·[∇_k < 0] (one sign survives at each element, the positive one with probability P), and
+z receives d = Σ_k (ℓ + (1 − ℓ) M_k) ⊙ ∇_k with the leak ℓ. This is not a combination of the
+gradients, so d is returned as the direction.
+Weight: the fraction of task k's squared gradient norm that passes its mask,
+c_k = Σ_e (ℓ + (1 − ℓ) M_ke) ∇_ke² / Σ_e ∇_ke² = ⟨m_k ⊙ ∇_k, ∇_k⟩ / ‖∇_k‖² with m_k = ℓ + (1−ℓ)M_k,
+i.e. the least-squares coefficient of task k's surviving part on its own gradient; c_k ∈ [ℓ, 1],
+c_k = 1 when no element of ∇_k is dropped (or ∇_k = 0), and d = Σ_k m_k ⊙ ∇_k. It also scales
+the heads (the project-wide convention: the head of task k gets c_k ∇_head L_k); in the paper,
+LibMTL and torchjd the heads are unaffected by GradDrop (c = 1).
+Hyperparameters: ``leak`` ℓ ∈ [0, 1] (paper and LibMTL: 0; 1 turns GradDrop off);
+``purity`` — ``element`` (default): P, U and the masks per element of the batch's ∂L_k/∂z
+(the grad-source Jacobian, batch × width, as the formulas read and as torchjd does);
+``batch``: LibMTL's form, which first reduces over the batch: S_k = Σ_b sign(z_b) ⊙ ∇_k,b per
+unit, P = ½ (1 + Σ_k S_k / Σ_k |S_k|), one U per unit, M_k from the signs of S_k, and the mask of
+a unit is shared by every sample of the batch (d = Σ_k m_k ⊙ ∇_k, m_k broadcast over the batch).
+This is LibMTL's reading of how the paper treats batch-separated gradients at an activation
+layer; ``element`` keeps one mask per (sample, unit) and needs no activations.
+State: none.
+Grad sources: ``features`` only — GradDrop is defined on the gradients at a layer's activations;
+on the shared parameters sign purity has no meaning the paper gives, so grad_source=params is
+refused at composition.
+Other implementations: torchjd's GradDrop is ``purity=element`` (same draws: with the same seed
+it gives the same direction; its ``leak`` is one value per task, its ``f`` the identity here) and
+returns no weights. LibMTL is ``purity=batch`` (with 1e-7 added to Σ_k |S_k|) and logs none.
+Not permutation invariant (random masks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+
+import torch
+
+from mtl_runner.errors import ConfigError
+from mtl_runner.weighting.base import StepContext
+from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
+
+
+class Purity(str, Enum):
+    element = "element"
+    batch = "batch"
+
+
+class GradDrop(GradientWeighting):
+    permutation_invariant = False  # random masks
+    supported_sources = frozenset({GradSource.features})
+
+    def __init__(
+        self,
+        task_names: Sequence[str],
+        leak: float = 0.0,
+        purity: Purity = Purity.element,
+        grad_source: GradSource = GradSource.features,
+    ) -> None:
+        super().__init__(task_names, grad_source)
+        if not 0.0 <= leak <= 1.0:
+            raise ConfigError(f"weighting.leak={leak} is not allowed: it must be in [0, 1]")
+        self.leak = float(leak)
+        self.purity = Purity(purity)
+        self._activations: torch.Tensor | None = None
+
+    def backward(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
+        self._activations = context.shared_representation.detach()
+        try:
+            return super().backward(losses, context)
+        finally:
+            self._activations = None
+
+    def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
+        if self.purity is Purity.element:
+            return self.drop(jacobian)
+        if self._activations is None:
+            raise RuntimeError(
+                "GradDrop(purity=batch) needs the shared representation: call backward, or "
+                "drop_batch(jacobian, activations)"
+            )
+        return self.drop_batch(jacobian, self._activations)
+
+    def drop(self, jacobian: torch.Tensor) -> Aggregation:
+        """The per-element form on J ([K, D]): P, U and the masks for each of the D columns."""
+        masks = self._masks(jacobian)
+        return self._combine(jacobian, masks)
+
+    def drop_batch(self, jacobian: torch.Tensor, activations: torch.Tensor) -> Aggregation:
+        """LibMTL's form: J ([K, B·R]) and z ([B, ...]); one mask per unit, shared by the batch."""
+        num_tasks = jacobian.shape[0]
+        batch = activations.shape[0]
+        per_sample = jacobian.reshape(num_tasks, batch, -1)
+        signs = torch.sign(activations.reshape(batch, -1)).to(jacobian.dtype)
+        reduced = (per_sample * signs).sum(1)  # S_k, [K, R]
+        masks = self._masks(reduced)[:, None, :].expand_as(per_sample)
+        return self._combine(jacobian, masks.reshape(jacobian.shape))
+
+    def _masks(self, signals: torch.Tensor) -> torch.Tensor:
+        """ℓ + (1 − ℓ) M_k for the columns of ``signals`` ([K, N])."""
+        total = signals.sum(0)
+        magnitude = signals.abs().sum(0)
+        tiny = torch.finfo(signals.dtype).tiny
+        ratio = torch.where(magnitude > 0, total / magnitude.clamp_min(tiny), 0.0)
+        purity = 0.5 * (1.0 + ratio.clamp(-1.0, 1.0))
+        draw = torch.rand(purity.shape, dtype=signals.dtype, device=signals.device)
+        keep = (purity > draw) & (signals > 0) | (purity < draw) & (signals < 0)
+        return self.leak + (1.0 - self.leak) * keep.to(signals.dtype)
+
+    def _combine(self, jacobian: torch.Tensor, masks: torch.Tensor) -> Aggregation:
+        direction = (masks * jacobian).sum(0)
+        squares = jacobian.double().square()
+        total = squares.sum(1)
+        kept = (masks.double() * squares).sum(1)
+        weights = torch.where(total > 0, kept / total.clamp_min(1e-300), 1.0)
+        return Aggregation(weights=weights.to(jacobian.dtype), direction=direction)

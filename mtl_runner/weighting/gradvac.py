@@ -1,0 +1,112 @@
+"""Gradient Vaccine (GradVac).
+
+Paper: Z. Wang, Y. Tsvetkov, O. Firat, Y. Cao, "Gradient Vaccine: Investigating and Improving
+Multi-task Optimization in Massively Multilingual Models", ICLR 2021,
+https://arxiv.org/abs/2010.05874 (Algorithm 1).
+Weight: the exact coefficients of the update on the original gradients. For each task i,
+g_i^PC starts as g_i; for every other task j, in a random order, with
+φ_ij = cos(g_i^PC, g_j): if φ_ij < φ̂_ij then
+g_i^PC ← g_i^PC + ‖g_i^PC‖ (φ̂_ij √(1−φ_ij²) − φ_ij √(1−φ̂_ij²)) / (‖g_j‖ √(1−φ̂_ij²)) · g_j,
+which raises the cosine to exactly φ̂_ij; then, always, φ̂_ij ← (1−β) φ̂_ij + β φ_ij (with the
+φ_ij measured before the correction). The update is the SUM d = Σ_i g_i^PC. Writing
+g_i^PC = Σ_k C_ik g_k, the logged weight is c = C.sum(0), so d = Σ_k c_k g_k = cᵀJ exactly.
+The computation runs on the K × K Gram matrix in float64, divided by its largest diagonal entry
+(cosines and the ratio ‖g_i^PC‖/‖g_j‖ do not depend on scale), so the weights do not depend on
+the scale of J; a zero g_i^PC or g_j has cosine 0, and a zero g_j is never added. A target of
+exactly φ̂ = 1 (reachable only with beta = 1 on parallel gradients) has no finite correction and
+is left alone.
+Hyperparameters: ``beta`` ∈ [0, 1], the EMA rate of the targets (paper: 1e-2; LibMTL and
+torchjd default to 0.5 — set beta=0.5 for their variant; beta = 0 keeps every target at 0,
+which is PCGrad).
+State: the targets φ̂ ([K, K], float64, initialised to 0; saved with checkpoints).
+The order is random: for each i, ``torch.randperm(K − 1)`` over the other tasks, from torch's
+global RNG (seeded and checkpointed by the trainer) — the same draws as torchjd.
+Grad sources: ``params`` (the paper: the shared parameters) and ``features`` (the same on ∂L_k/∂z
+of the batch's shared representation).
+Grouping: one group, the whole shared vector (LibMTL's default ``GradVac_group_type=0``). The
+paper's per-layer / per-matrix targets (LibMTL types 1 and 2) are not offered: ``aggregate``
+sees the flattened Jacobian without the parameter boundaries, and per-group coefficients would
+no longer make d a combination Σ c_k g_k of the whole gradients.
+Other implementations: torchjd's GradVacWeighting is the same Gram-form computation with the
+same draws (it adds eps = 1e-8 to the denominators, which matters only for tiny gradients).
+LibMTL computes the same on the gradient vectors with 1e-8 guards and Python's RNG; before its
+2024 fix it updated φ̂ only when correcting. LibMTL logs ones; it and torchjd give the heads
+unweighted gradients, whereas here the head of task k gets c_k ∇_head L_k (the project-wide
+convention). Not permutation invariant (random order).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from mtl_runner.errors import ConfigError
+from mtl_runner.weighting._surgery import scale_free_gram, to_weights
+from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
+
+
+class GradVac(GradientWeighting):
+    permutation_invariant = False  # random order; the targets belong to task positions
+
+    def __init__(
+        self,
+        task_names: Sequence[str],
+        beta: float = 0.01,
+        grad_source: GradSource = GradSource.params,
+    ) -> None:
+        super().__init__(task_names, grad_source)
+        if not 0.0 <= beta <= 1.0:
+            raise ConfigError(f"weighting.beta={beta} is not allowed: it must be in [0, 1]")
+        self.beta = float(beta)
+        self.targets = torch.zeros(self.num_tasks, self.num_tasks, dtype=torch.float64)
+
+    def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
+        weights = self.weights_from_gram(scale_free_gram(jacobian))
+        return Aggregation(weights=to_weights(weights, jacobian))
+
+    def weights_from_gram(self, gram: torch.Tensor) -> torch.Tensor:
+        """c = C.sum(0) from the Gram matrix G (float64); updates the targets φ̂."""
+        num_tasks = gram.shape[0]
+        g = gram.tolist()  # K is small: plain floats are faster than 0-d tensors
+        targets = self.targets.tolist()
+        norms = [math.sqrt(max(g[j][j], 0.0)) for j in range(num_tasks)]
+        coefficients = [[float(i == k) for k in range(num_tasks)] for i in range(num_tasks)]
+        for i in range(num_tasks):
+            row = coefficients[i]
+            # inner products of g_i^PC with every original g_k
+            inner = [sum(row[m] * g[m][k] for m in range(num_tasks)) for k in range(num_tasks)]
+            others = [j for j in range(num_tasks) if j != i]
+            for index in torch.randperm(num_tasks - 1).tolist():
+                j = others[index]
+                norm_i = math.sqrt(max(sum(r * p for r, p in zip(row, inner)), 0.0))
+                denominator = norm_i * norms[j]
+                cosine = inner[j] / denominator if denominator > 0 else 0.0
+                cosine = min(max(cosine, -1.0), 1.0)
+                target = targets[i][j]
+                room = math.sqrt(max(1.0 - target * target, 0.0))
+                if cosine < target and norms[j] > 0 and room > 0:
+                    step = (
+                        norm_i
+                        * (target * math.sqrt(max(1.0 - cosine * cosine, 0.0)) - cosine * room)
+                        / (norms[j] * room)
+                    )
+                    row[j] += step
+                    inner = [p + step * q for p, q in zip(inner, g[j])]
+                targets[i][j] = (1.0 - self.beta) * target + self.beta * cosine
+        self.targets = torch.tensor(targets, dtype=torch.float64)
+        return torch.tensor(coefficients, dtype=torch.float64).sum(0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"targets": self.targets.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        targets = torch.as_tensor(state["targets"], dtype=torch.float64).clone()
+        if targets.shape != (self.num_tasks, self.num_tasks):
+            raise ValueError(
+                f"GradVac state has targets of shape {tuple(targets.shape)}, "
+                f"expected ({self.num_tasks}, {self.num_tasks})"
+            )
+        self.targets = targets
