@@ -1,0 +1,79 @@
+"""Helpers shared by the balancing methods (imtl, aligned_mtl, fairgrad, excess_mtl, gradnorm).
+
+The K × K solves run in float64 on the CPU (K is small). The Gram matrix is normalised by its
+mean diagonal, so what follows does not depend on the scale of J, and a rank tolerance is taken
+from the precision of the Jacobian's own dtype: an eigenvalue of M below λ_max·K·eps(dtype)
+counts as zero (the tolerance torchjd uses, with M computed from J in that dtype).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mtl_runner.errors import ConfigError
+
+
+def require(condition: bool, key: str, value: object, allowed: str) -> None:
+    """Raise the one-line ConfigError ``weighting.<key>=<value> is not allowed: <allowed>``."""
+    if not condition:
+        raise ConfigError(f"weighting.{key}={value} is not allowed: {allowed}")
+
+
+def gram_matrix(jacobian: torch.Tensor) -> torch.Tensor:
+    """M = J Jᵀ in float64 on the CPU, exactly symmetric."""
+    rows = jacobian.detach().to(torch.float64)
+    gram = (rows @ rows.T).cpu()
+    return 0.5 * (gram + gram.T)
+
+
+def normalised_gram(jacobian: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(M / s, s) with s = mean_k ‖g_k‖², the mean diagonal of M; s = 0 when J = 0."""
+    gram = gram_matrix(jacobian)
+    scale = float(torch.diagonal(gram).mean())
+    if not scale > 0 or not torch.isfinite(gram).all():
+        return torch.zeros_like(gram), 0.0
+    return gram / scale, scale
+
+
+def precision(jacobian: torch.Tensor) -> float:
+    """The relative precision eps of the Jacobian's dtype (at least float32's)."""
+    dtype = jacobian.dtype if jacobian.dtype.is_floating_point else torch.float32
+    return float(torch.finfo(dtype).eps)
+
+
+def to_weights(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """float64 CPU weights → the Jacobian's device and dtype."""
+    return values.to(device=like.device, dtype=like.dtype)
+
+
+def follow_device(parameter: torch.nn.Parameter, like: torch.Tensor) -> torch.nn.Parameter:
+    """Move a learnable parameter onto ``like``'s device, keeping the same Parameter object.
+
+    The trainer builds its optimizer (which holds this object) before the first step and the
+    optimizer creates its state on the first step, so moving the data in place at the first call
+    keeps both valid.
+    """
+    if parameter.device != like.device:
+        parameter.data = parameter.data.to(like.device)
+    return parameter
+
+
+def load_parameter(parameter: torch.nn.Parameter, value: object) -> None:
+    """Restore a learnable parameter in place (the optimizer keeps referring to it)."""
+    value = torch.as_tensor(value)
+    if value.shape != parameter.shape:
+        raise ValueError(
+            f"saved weighting state has shape {tuple(value.shape)}, expected "
+            f"{tuple(parameter.shape)}"
+        )
+    with torch.no_grad():
+        parameter.copy_(value.to(parameter.device, parameter.dtype))
+
+
+def accumulate_gradient(parameter: torch.nn.Parameter, grad: torch.Tensor) -> None:
+    """Add ``grad`` to ``parameter.grad`` (on the parameter's device and dtype)."""
+    grad = grad.detach().to(parameter.device, parameter.dtype)
+    if parameter.grad is None:
+        parameter.grad = grad.clone()
+    else:
+        parameter.grad.add_(grad)
