@@ -1,0 +1,177 @@
+"""Conflict-Averse Gradient descent (CAGrad).
+
+Paper: B. Liu, X. Liu, X. Jin, P. Stone, Q. Liu, "Conflict-Averse Gradient Descent for
+Multi-task Learning", NeurIPS 2021, https://arxiv.org/abs/2110.14048 (Algorithm 1).
+Weight: with g₀ = Σ_k g_k / K the mean gradient and c = ``radius_scale``, the update maximises
+the worst task's improvement min_k ⟨g_k, d⟩ over the ball ‖d − g₀‖ ≤ c‖g₀‖. Its dual is
+w* = argmin_{w∈Δ} ⟨g_w, g₀⟩ + c‖g₀‖·‖g_w‖ with g_w = Σ_k w_k g_k, and then
+d = g₀ + λ g_w with λ = c‖g₀‖/‖g_w*‖, divided by 1 + c² (``rescale=squared``). The logged weight
+is the effective coefficient c_k = (1/K + λ w*_k)/(1 + c²) (or with divisor 1 + c, or 1), so the
+shared parameters move along Σ_k c_k g_k — not the inner simplex weights w*.
+The inner problem is solved to machine precision, without the 1e-8 offsets of the official code:
+for a radius r, minimising ⟨g_w, g₀⟩ + c‖g₀‖‖g_w‖²/(2r) over Δ is the min-norm problem of the
+shifted gradients g_k + r g₀/(c‖g₀‖) (solved exactly, as for MGDA); the optimum is the radius
+with ‖g_w‖ = r, a monotone one-dimensional root. On a fixed support that root is a root of a
+quadratic, so a few solves find it to machine precision (bisection guards it). It is all
+scale-invariant (the Gram matrix is divided by its trace first). When ‖g_w*‖ < 1e-4·‖J‖_F (the
+hull nearly contains 0 and the optimum sits there) the weights are 0, as in torchjd; when
+‖g₀‖ ≤ 1e-12·‖J‖_F or c = 0 they are 1/K (divided by the rescale).
+Hyperparameters:
+``radius_scale`` (0.5; the paper's c, LibMTL's ``calpha``, torchjd's ``c``) — the radius of the
+ball around g₀, as a fraction of ‖g₀‖; 0 gives the mean gradient. The paper's convergence
+result needs c < 1; with c ≥ 1 the direction never conflicts with a task (d = 0 is in the ball),
+with c < 1 it may (this is why ``non_conflicting`` is False).
+``rescale`` (``squared``) — divide d (and the weights) by 1 + c² (``squared``; the official
+code's and LibMTL's default rescale=1), by 1 + c (``linear``; rescale=2) or by 1 (``none``;
+rescale=0, torchjd).
+State: none.
+Grad sources: params and features (the method only reads the Gram matrix of its rows).
+Other implementations: LibMTL (params only) solves with SciPy's SLSQP from the uniform start and
+adds 1e-8 to ‖g₀‖, √φ, ‖g_w‖ and inside the square root, which moves the weights when the Gram
+matrix is about 1e-8; it logs the inner w*. torchjd solves the same dual with cvxpy/CLARABEL
+(weights exact to about 1e-4), has no rescale (``rescale=none`` gives its weights) and returns
+0 weights when ‖g_w*‖ < 1e-4 after dividing the Gram matrix by its trace, or when that trace
+is below 1e-4 (an absolute threshold; here there is none). The official code multiplies the
+direction by K afterwards "to match the sum loss" (a learning-rate factor, not reproduced).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+
+import numpy as np
+import torch
+
+from mtl_runner.errors import ConfigError
+from mtl_runner.weighting._min_norm import (
+    aggregation,
+    min_norm_weights,
+    not_finite,
+    solve_on_gram,
+)
+from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
+
+
+class CAGradRescale(str, Enum):
+    none = "none"
+    squared = "squared"
+    linear = "linear"
+
+
+#: below this ‖g_w*‖/‖J‖_F the optimum is taken to be at g_w = 0 (torchjd's norm_eps)
+_STATIONARY_NORM = 1e-4
+#: below this ‖g₀‖/‖J‖_F the mean gradient counts as 0 (then λ = 0)
+_ZERO_MEAN_NORM = 1e-12
+
+
+class CAGrad(GradientWeighting):
+    non_conflicting = False  # only for radius_scale >= 1; see the module docstring
+
+    def __init__(
+        self,
+        task_names: Sequence[str],
+        radius_scale: float = 0.5,
+        rescale: CAGradRescale = CAGradRescale.squared,
+        grad_source: GradSource = GradSource.params,
+    ) -> None:
+        super().__init__(task_names, grad_source)
+        if not (radius_scale >= 0 and np.isfinite(radius_scale)):
+            raise ConfigError(
+                f"weighting.radius_scale={radius_scale} is not allowed: it must be a number >= 0"
+            )
+        self.radius_scale = float(radius_scale)
+        self.rescale = CAGradRescale(rescale)
+
+    @property
+    def divisor(self) -> float:
+        c = self.radius_scale
+        return {"none": 1.0, "squared": 1.0 + c * c, "linear": 1.0 + c}[self.rescale.value]
+
+    def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
+        weights, _ = solve_on_gram(jacobian, self.weights_from_gram)
+        return aggregation(weights / self.divisor, jacobian, not weights.any())
+
+    def weights_from_gram(self, gram: np.ndarray) -> np.ndarray:
+        """1/K + λ w* before the rescale."""
+        if not_finite(gram):
+            return np.full(self.num_tasks, 1.0 / self.num_tasks)
+        return cagrad_weights(gram, self.radius_scale)
+
+
+def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
+    """1/K + λ w* (no rescale), or 0 when the optimum has g_w ≈ 0; see the module docstring."""
+    num_tasks = gram.shape[0]
+    uniform = np.full(num_tasks, 1.0 / num_tasks)
+    trace = float(np.trace(gram))
+    if not trace > 0 or c == 0:
+        return uniform
+    gram = gram / trace  # ‖J‖_F = 1 from here on; the weights do not depend on the scale
+    mean_products = gram @ uniform  # b_k = ⟨g_k, g₀⟩
+    mean_norm = float(np.sqrt(max(uniform @ mean_products, 0.0)))  # ‖g₀‖
+    if mean_norm <= _ZERO_MEAN_NORM:
+        return uniform
+    ball = c * mean_norm  # √φ = c‖g₀‖, the radius of the ball around g₀
+    ones = np.ones(num_tasks)
+
+    def inner(radius: float) -> np.ndarray:
+        t = radius / ball  # the shift g_k → g_k + t g₀
+        shifted = gram + t * (np.outer(mean_products, ones) + np.outer(ones, mean_products))
+        return min_norm_weights(shifted + (t * mean_norm) ** 2)
+
+    def excess(w: np.ndarray, radius: float) -> float:  # ‖g_w(r)‖/r − 1, decreasing in r
+        return float(np.sqrt(max(w @ gram @ w, 0.0))) / radius - 1.0
+
+    def piece_root(w: np.ndarray) -> float:
+        """The radius where ‖g_w‖ = r if the support of w stays: there w(t) = p + t·q."""
+        support = w > 0
+        size = int(support.sum())
+        kkt = np.zeros((size + 1, size + 1))
+        kkt[:size, :size] = gram[np.ix_(support, support)]
+        kkt[:size, size] = kkt[size, :size] = 1.0
+        rhs = np.zeros((size + 1, 2))
+        rhs[size, 0] = 1.0
+        rhs[:size, 1] = -mean_products[support]
+        p, q = np.linalg.lstsq(kkt, rhs, rcond=None)[0][:size].T
+        sub = kkt[:size, :size]
+        a, b, c2 = p @ sub @ p, p @ sub @ q, q @ sub @ q
+        # ‖p + t q‖²_M = (t·ball)² with t = r/ball: (c2 − ball²) t² + 2 b t + a = 0
+        roots = np.roots([c2 - ball * ball, 2 * b, a])
+        roots = roots[np.isreal(roots)].real * ball
+        roots = roots[roots > 0]
+        return float(roots.min()) if roots.size else float("nan")
+
+    low = _STATIONARY_NORM
+    high = float(np.sqrt(np.max(np.diag(gram))))  # ‖g_w‖ ≤ max_k ‖g_k‖ on the simplex
+    if high <= low or excess(inner(low), low) <= 0:
+        return np.zeros(num_tasks)  # the optimum has ‖g_w*‖ < 1e-4·‖J‖_F
+    radius, w = _root(inner, excess, piece_root, low, high, min(max(mean_norm, low), high))
+    norm = float(np.sqrt(max(w @ gram @ w, 0.0)))
+    if norm < _STATIONARY_NORM:
+        return np.zeros(num_tasks)
+    return uniform + (ball / norm) * w
+
+
+def _root(inner, excess, piece_root, low: float, high: float, radius: float):
+    """The radius r in (low, high] with excess(inner(r), r) = 0, and w = inner(r).
+
+    Each step solves the piece of the current support exactly (a quadratic); a guess outside
+    the bracket, or no progress, falls back to bisection. It ends in a few steps.
+    """
+    w = inner(radius)
+    for _ in range(200):
+        value = excess(w, radius)
+        if abs(value) <= 1e-14:
+            break
+        if value > 0:
+            low = radius
+        else:
+            high = radius
+        if high - low <= 1e-15 * high:
+            break
+        guess = piece_root(w)
+        if not (low < guess < high) or guess == radius:
+            guess = 0.5 * (low + high)
+        radius = guess
+        w = inner(radius)
+    return radius, w
