@@ -1,0 +1,198 @@
+"""Step cost of the gradient-based weighting methods, as ratios measured in one run.
+
+On the reference model (HardParameterSharing 10 -> 64 -> 32, heads 5/3/2; K = 10 adds seven more
+2-class heads) with in-memory batches of 256 rows, it times whole optimizer steps (forward, the
+method's backward, Adam) through the trainer's own step code and prints, per method:
+
+- ``features/EW``: a feature-level method's step against an equal-weighting step
+  (target <= 1.3x, DESIGN.md §6);
+- ``params/EW``: a parameter-level step against an EW step (target <= K + 0.5);
+- ``torchjd/params``: torchjd.mtl_backward + jac_to_grad(Mean) against our parameter-level
+  Jacobian path with a trivial aggregator (target >= 1.3x faster);
+- ``solve %``: the method's ``aggregate`` call alone as a share of its parameter-level step
+  (target <= 15% at K = 3 and K = 10).
+
+Paths are interleaved and repeated, medians reported, so machine noise hits all alike. A
+benchmark, not a test: it always exits 0. Run ``make bench`` or
+``.venv/bin/python benchmarks/gradient_methods.py [--methods mgda,upgrad] [--repeats 7]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from mtl_runner.config_dir import config_dir
+from mtl_runner.models.hps import HardParameterSharing
+from mtl_runner.schema import TaskType
+from mtl_runner.tasks import Task
+from mtl_runner.weighting import (
+    Aggregation,
+    GradientWeighting,
+    StepContext,
+    Weighting,
+    build_weighting,
+)
+from mtl_runner.weighting.equal import Equal
+
+BATCH = 256
+FEATURES = 10
+
+
+class MeanAggregation(GradientWeighting):
+    """The cheapest aggregator: isolates the cost of our Jacobian path."""
+
+    def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
+        return Aggregation(weights=torch.full((len(losses),), 1.0 / len(losses)))
+
+
+def make_tasks(num_tasks: int) -> list[Task]:
+    classes = [5, 3, 2] + [2] * (num_tasks - 3)
+    return [Task(f"t{k}", TaskType.classification, classes[k]) for k in range(num_tasks)]
+
+
+class Bench:
+    """One model, one batch, and a step function for a weighting method."""
+
+    def __init__(self, num_tasks: int) -> None:
+        torch.manual_seed(0)
+        self.tasks = make_tasks(num_tasks)
+        self.model = HardParameterSharing(FEATURES, self.tasks, hidden_sizes=[64, 32])
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
+        self.features = torch.randn(BATCH, FEATURES)
+        self.targets = {t.name: torch.randint(t.num_classes, (BATCH,)) for t in self.tasks}
+        self.shared = tuple(self.model.shared_parameters())
+        self.heads = {t.name: tuple(self.model.task_parameters(t.name)) for t in self.tasks}
+
+    def losses(self) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.model.encode(self.features)
+        outputs = self.model.decode(z)
+        return torch.stack([t.loss(outputs[t.name], self.targets[t.name]) for t in self.tasks]), z
+
+    def step(self, method: Weighting) -> None:
+        losses, z = self.losses()
+        self.optimizer.zero_grad(set_to_none=True)
+        context = StepContext(
+            lambda total: total.backward(), self.shared, self.heads, z, lambda: None
+        )
+        method.backward(losses, context)
+        self.optimizer.step()
+
+    def torchjd_step(self) -> None:
+        from torchjd.aggregation import Mean
+        from torchjd.autojac import jac_to_grad, mtl_backward
+
+        z = self.model.encode(self.features)
+        outputs = self.model.decode(z)
+        # separate loss tensors: torchjd differentiates each one on its own
+        losses = [t.loss(outputs[t.name], self.targets[t.name]) for t in self.tasks]
+        self.optimizer.zero_grad(set_to_none=True)
+        mtl_backward(losses, features=z)
+        jac_to_grad(self.shared, Mean())
+        self.optimizer.step()
+
+    def jacobian(self, source: str) -> torch.Tensor:
+        from mtl_runner.weighting.gradients import jacobian_rows
+
+        losses, z = self.losses()
+        inputs = list(self.shared) if source == "params" else [z]
+        return torch.cat([row.flatten(1) for row in jacobian_rows(losses, inputs)], dim=1)
+
+
+def seconds_per_call(function: Callable[[], object], calls: int) -> float:
+    function()  # warm-up
+    started = time.perf_counter()
+    for _ in range(calls):
+        function()
+    return (time.perf_counter() - started) / calls
+
+
+def method_names() -> list[str]:
+    directory = Path(config_dir()) / "weighting"
+    names = []
+    for path in sorted(directory.glob("*.yaml")):
+        target = str(OmegaConf.load(path).get("_target_", ""))
+        module_path, class_name = target.rsplit(".", 1)
+        module = __import__(module_path, fromlist=[class_name])
+        if issubclass(getattr(module, class_name), GradientWeighting):
+            names.append(path.stem)
+    return names
+
+
+def build(name: str, num_tasks: int, source: str) -> Weighting | None:
+    cfg = OmegaConf.load(Path(config_dir()) / "weighting" / f"{name}.yaml")
+    cfg.grad_source = source
+    try:
+        return build_weighting(cfg, [f"t{k}" for k in range(num_tasks)])
+    except Exception:  # the method does not support this grad source
+        return None
+
+
+def median_of(repeats: int, function: Callable[[], float]) -> float:
+    return statistics.median(function() for _ in range(repeats))
+
+
+def report(num_tasks: int, names: list[str], repeats: int, calls: int) -> None:
+    bench = Bench(num_tasks)
+    task_names = [t.name for t in bench.tasks]
+    equal = Equal(task_names)
+    ew = median_of(repeats, lambda: seconds_per_call(lambda: bench.step(equal), calls))
+    ours = MeanAggregation(task_names)
+    print(f"\nK = {num_tasks}: EW step {ew * 1e3:.3f} ms (batch {BATCH})")
+    try:
+        jd = median_of(repeats, lambda: seconds_per_call(bench.torchjd_step, calls))
+        our = median_of(repeats, lambda: seconds_per_call(lambda: bench.step(ours), calls))
+        print(
+            f"  Jacobian path: ours {our * 1e3:.3f} ms, torchjd.mtl_backward {jd * 1e3:.3f} ms "
+            f"-> ours {jd / our:.2f}x faster (target >= 1.3x)"
+        )
+    except ImportError:
+        print("  torchjd not installed: skipped the torchjd comparison")
+    print(f"  {'method':<14}{'features/EW':>12}{'params/EW':>11}{'solve %':>9}")
+    for name in names:
+        cells = []
+        for source in ("features", "params"):
+            method = build(name, num_tasks, source)
+            if method is None:
+                cells.append(float("nan"))
+                continue
+            step = median_of(
+                repeats, lambda m=method: seconds_per_call(lambda: bench.step(m), calls)
+            )
+            cells.append(step / ew)
+        method = build(name, num_tasks, "params") or build(name, num_tasks, "features")
+        jacobian = bench.jacobian(method.grad_source.value).detach()
+        losses = bench.losses()[0].detach()
+
+        def solve_once(m=method, j=jacobian, loss=losses) -> float:
+            return seconds_per_call(lambda: m.aggregate(j, loss), calls)
+
+        solve = median_of(repeats, solve_once)
+        share = solve / (cells[1] * ew if cells[1] == cells[1] else cells[0] * ew)
+        verdict = "" if share <= 0.15 else "  (solve above 15%)"
+        print(f"  {name:<14}{cells[0]:>11.2f}x{cells[1]:>10.2f}x{share * 100:>8.1f}%{verdict}")
+    print(f"  targets: features/EW <= 1.3x, params/EW <= {num_tasks + 0.5}x, solve <= 15%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="", help="comma-separated names (default: all)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=30)
+    args = parser.parse_args()
+    names = [n for n in args.methods.split(",") if n] or method_names()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.repeats}"
+    )
+    for num_tasks in (3, 10):
+        report(num_tasks, names, args.repeats, args.calls)
+
+
+if __name__ == "__main__":
+    main()
