@@ -35,27 +35,3 @@ def per_task(
     )
     require(all(math.isfinite(v) for v in values), key, values, "every entry must be finite")
     return torch.tensor(values, dtype=torch.float64)
-
-
-def follow_device(parameter: torch.nn.Parameter, losses: torch.Tensor) -> torch.nn.Parameter:
-    """Move a learnable parameter onto the losses' device, keeping the same Parameter object.
-
-    The trainer builds its optimizer (which holds this object) before the first step, and the
-    optimizer creates its state on the first step, so moving the data in place at the first
-    ``combine`` keeps both valid.
-    """
-    if parameter.device != losses.device:
-        parameter.data = parameter.data.to(losses.device)
-    return parameter
-
-
-def load_parameter(parameter: torch.nn.Parameter, value: object) -> None:
-    """Restore a learnable parameter in place (the optimizer keeps referring to it)."""
-    value = torch.as_tensor(value)
-    if value.shape != parameter.shape:
-        raise ValueError(
-            f"saved weighting state has shape {tuple(value.shape)}, "
-            f"expected {tuple(parameter.shape)}"
-        )
-    with torch.no_grad():
-        parameter.copy_(value)

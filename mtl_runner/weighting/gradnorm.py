@@ -40,10 +40,9 @@ import torch
 
 from mtl_runner.weighting._balancing import (
     accumulate_gradient,
-    follow_device,
-    load_parameter,
     require,
 )
+from mtl_runner.weighting._parameters import follow_device, load_parameter
 from mtl_runner.weighting.base import StepContext
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 

@@ -44,12 +44,11 @@ import torch
 
 from mtl_runner.weighting._balancing import (
     accumulate_gradient,
-    follow_device,
     gram_matrix,
-    load_parameter,
     precision,
     to_weights,
 )
+from mtl_runner.weighting._parameters import follow_device, load_parameter
 from mtl_runner.weighting.base import StepContext
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 

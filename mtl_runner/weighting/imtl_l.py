@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from mtl_runner.weighting._loss import follow_device, load_parameter, require_finite
+from mtl_runner.weighting._loss import require_finite
+from mtl_runner.weighting._parameters import follow_device, load_parameter
 from mtl_runner.weighting.base import Combined, LossWeighting
 
 
