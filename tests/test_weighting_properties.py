@@ -161,3 +161,7 @@ def test_trains_three_epochs(mtl_run, name: str, source: str) -> None:
     metrics = outcome.metrics
     assert len(metrics) == 3 and metrics.notna().all().all()
     assert outcome.results["status"] == "completed"
+    # the method's state travels with the checkpoint and loads with weights_only=True
+    checkpoint = torch.load(outcome.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    restored = make_method(name, 3, **({} if source == "none" else {"grad_source": source}))
+    restored.load_state_dict(checkpoint["weighting"])
