@@ -176,7 +176,8 @@ def report(num_tasks: int, names: list[str], repeats: int, calls: int) -> None:
         solve = median_of(repeats, solve_once)
         share = solve / (cells[1] * ew if cells[1] == cells[1] else cells[0] * ew)
         verdict = "" if share <= 0.15 else "  (solve above 15%)"
-        print(f"  {name:<14}{cells[0]:>11.2f}x{cells[1]:>10.2f}x{share * 100:>8.1f}%{verdict}")
+        ratios = [f"{c:.2f}x" if c == c else "n/a" for c in cells]  # n/a: source unsupported
+        print(f"  {name:<14}{ratios[0]:>12}{ratios[1]:>11}{share * 100:>8.1f}%{verdict}")
     print(f"  targets: features/EW <= 1.3x, params/EW <= {num_tasks + 0.5}x, solve <= 15%")
 
 
