@@ -10,14 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from mtl_runner.errors import ConfigError
-
-
-def require(condition: bool, key: str, value: object, allowed: str) -> None:
-    """Raise the one-line ConfigError ``weighting.<key>=<value> is not allowed: <allowed>``."""
-    if not condition:
-        raise ConfigError(f"weighting.{key}={value} is not allowed: {allowed}")
-
 
 def gram_matrix(jacobian: torch.Tensor) -> torch.Tensor:
     """M = J Jᵀ in float64 on the CPU, exactly symmetric."""

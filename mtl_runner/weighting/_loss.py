@@ -7,17 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mtl_runner.errors import ConfigError
-
-
-def require(condition: bool, key: str, value: object, allowed: str) -> None:
-    """Raise the one-line ConfigError ``weighting.<key>=<value> is not allowed: <allowed>``."""
-    if not condition:
-        raise ConfigError(f"weighting.{key}={value} is not allowed: {allowed}")
-
-
-def require_finite(key: str, value: float) -> None:
-    require(math.isfinite(value), key, value, "it must be a finite number")
+from mtl_runner.weighting._checks import require
 
 
 def per_task(

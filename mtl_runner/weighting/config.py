@@ -30,22 +30,15 @@ LibMTL has no ConFIG. The paper's momentum variant (M-ConFIG) is not this method
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from mtl_runner.weighting._surgery import gram_matrix, to_weights
-from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
+from mtl_runner.weighting.gradients import Aggregation, GradientWeighting
 
 RANK_RTOL = 1e-10  # eigenvalues of the cosine matrix below RANK_RTOL·largest count as zero
 
 
 class ConFIG(GradientWeighting):
-    def __init__(
-        self, task_names: Sequence[str], grad_source: GradSource = GradSource.params
-    ) -> None:
-        super().__init__(task_names, grad_source)
-
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
         return Aggregation(
             weights=to_weights(self.weights_from_gram(gram_matrix(jacobian)), jacobian)

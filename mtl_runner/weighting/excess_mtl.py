@@ -39,7 +39,8 @@ from typing import Any
 
 import torch
 
-from mtl_runner.weighting._balancing import require, to_weights
+from mtl_runner.weighting._balancing import to_weights
+from mtl_runner.weighting._checks import require
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 _HESSIAN_EPS = 1e-7  # inside the square root of the AdaGrad diagonal (Eq. 7, both anchors)

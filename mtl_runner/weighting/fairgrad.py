@@ -45,9 +45,9 @@ import torch
 from mtl_runner.weighting._balancing import (
     gram_matrix,
     precision,
-    require,
     to_weights,
 )
+from mtl_runner.weighting._checks import require
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 _RELATIVE_RESIDUAL = 1e-12

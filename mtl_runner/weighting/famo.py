@@ -37,7 +37,8 @@ from typing import Any
 
 import torch
 
-from mtl_runner.weighting._loss import per_task, require
+from mtl_runner.weighting._checks import require
+from mtl_runner.weighting._loss import per_task
 from mtl_runner.weighting.base import Combined, LossWeighting
 
 _BETAS = (0.9, 0.999)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mtl_runner.weighting._loss import require
+from mtl_runner.weighting._checks import require
 from mtl_runner.weighting.base import Combined, LossWeighting
 
 

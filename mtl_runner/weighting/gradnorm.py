@@ -40,8 +40,8 @@ import torch
 
 from mtl_runner.weighting._balancing import (
     accumulate_gradient,
-    require,
 )
+from mtl_runner.weighting._checks import require
 from mtl_runner.weighting._parameters import follow_device, load_parameter
 from mtl_runner.weighting.base import StepContext
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource

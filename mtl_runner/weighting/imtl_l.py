@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from mtl_runner.weighting._loss import require_finite
+from mtl_runner.weighting._checks import require_finite
 from mtl_runner.weighting._parameters import follow_device, load_parameter
 from mtl_runner.weighting.base import Combined, LossWeighting
 

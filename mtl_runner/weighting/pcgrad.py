@@ -27,21 +27,14 @@ order).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from mtl_runner.weighting._surgery import scale_free_gram, to_weights
-from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
+from mtl_runner.weighting.gradients import Aggregation, GradientWeighting
 
 
 class PCGrad(GradientWeighting):
     permutation_invariant = False  # random projection order
-
-    def __init__(
-        self, task_names: Sequence[str], grad_source: GradSource = GradSource.params
-    ) -> None:
-        super().__init__(task_names, grad_source)
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
         return Aggregation(

@@ -44,7 +44,8 @@ from typing import Any
 
 import torch
 
-from mtl_runner.weighting._loss import per_task, require
+from mtl_runner.weighting._checks import require
+from mtl_runner.weighting._loss import per_task
 from mtl_runner.weighting.base import Combined, LossWeighting
 
 _FLOOR = 1e-20  # smallest argument of the logarithm and smallest nadir (LibMTL adds 1e-20)
