@@ -15,3 +15,8 @@ def require(condition: bool, key: str, value: object, allowed: str) -> None:
 
 def require_finite(key: str, value: float) -> None:
     require(math.isfinite(value), key, value, "it must be a finite number")
+
+
+def require_non_negative(key: str, value: float) -> float:
+    require(value >= 0 and math.isfinite(value), key, value, "it must be a number >= 0")
+    return float(value)

@@ -159,9 +159,3 @@ def preference_vector(preference: Sequence[float], num_tasks: int) -> np.ndarray
             f"weighting.preference={list(preference)} is not allowed: at least one must be positive"
         )
     return values
-
-
-def check_non_negative(key: str, value: float) -> float:
-    if not (value >= 0 and np.isfinite(value)):
-        raise ConfigError(f"weighting.{key}={value} is not allowed: it must be a number >= 0")
-    return float(value)

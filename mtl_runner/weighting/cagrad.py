@@ -43,7 +43,7 @@ from enum import Enum
 import numpy as np
 import torch
 
-from mtl_runner.errors import ConfigError
+from mtl_runner.weighting._checks import require_non_negative
 from mtl_runner.weighting._min_norm import (
     aggregation,
     min_norm_weights,
@@ -76,10 +76,7 @@ class CAGrad(GradientWeighting):
         grad_source: GradSource = GradSource.params,
     ) -> None:
         super().__init__(task_names, grad_source)
-        if not (radius_scale >= 0 and np.isfinite(radius_scale)):
-            raise ConfigError(
-                f"weighting.radius_scale={radius_scale} is not allowed: it must be a number >= 0"
-            )
+        require_non_negative("radius_scale", radius_scale)
         self.radius_scale = float(radius_scale)
         self.rescale = CAGradRescale(rescale)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from mtl_runner.errors import ConfigError
+from mtl_runner.weighting._checks import require
 from mtl_runner.weighting._stochastic import decayed, finite_or
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
@@ -52,12 +52,8 @@ class DBMTL(GradientWeighting):
         grad_source: GradSource = GradSource.params,
     ) -> None:
         super().__init__(task_names, grad_source)
-        if not 0 <= momentum < 1:
-            raise ConfigError(f"weighting.momentum={momentum} is not allowed: it must be in [0, 1)")
-        if not momentum_decay >= 0:
-            raise ConfigError(
-                f"weighting.momentum_decay={momentum_decay} is not allowed: it must be >= 0"
-            )
+        require(0 <= momentum < 1, "momentum", momentum, "it must be in [0, 1)")
+        require(momentum_decay >= 0, "momentum_decay", momentum_decay, "it must be >= 0")
         self.momentum = momentum
         self.momentum_decay = momentum_decay
         self._step = 0

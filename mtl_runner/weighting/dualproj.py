@@ -30,9 +30,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from mtl_runner.weighting._checks import require_non_negative
 from mtl_runner.weighting._min_norm import (
     aggregation,
-    check_non_negative,
     dual_cone_projection,
     negligible,
     normalized_gram,
@@ -56,8 +56,8 @@ class DualProj(GradientWeighting):
     ) -> None:
         super().__init__(task_names, grad_source)
         self.preference = preference_vector(preference, self.num_tasks)
-        self.norm_eps = check_non_negative("norm_eps", norm_eps)
-        self.reg_eps = check_non_negative("reg_eps", reg_eps)
+        self.norm_eps = require_non_negative("norm_eps", norm_eps)
+        self.reg_eps = require_non_negative("reg_eps", reg_eps)
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
         weights, gram = solve_on_gram(jacobian, self.weights_from_gram)

@@ -40,7 +40,7 @@ from enum import Enum
 
 import torch
 
-from mtl_runner.errors import ConfigError
+from mtl_runner.weighting._checks import require
 from mtl_runner.weighting.base import StepContext
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
@@ -62,8 +62,7 @@ class GradDrop(GradientWeighting):
         grad_source: GradSource = GradSource.features,
     ) -> None:
         super().__init__(task_names, grad_source)
-        if not 0.0 <= leak <= 1.0:
-            raise ConfigError(f"weighting.leak={leak} is not allowed: it must be in [0, 1]")
+        require(0.0 <= leak <= 1.0, "leak", leak, "it must be in [0, 1]")
         self.leak = float(leak)
         self.purity = Purity(purity)
         self._activations: torch.Tensor | None = None

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from mtl_runner.errors import ConfigError
+from mtl_runner.weighting._checks import require
 from mtl_runner.weighting._surgery import scale_free_gram, to_weights
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
@@ -58,8 +58,7 @@ class GradVac(GradientWeighting):
         grad_source: GradSource = GradSource.params,
     ) -> None:
         super().__init__(task_names, grad_source)
-        if not 0.0 <= beta <= 1.0:
-            raise ConfigError(f"weighting.beta={beta} is not allowed: it must be in [0, 1]")
+        require(0.0 <= beta <= 1.0, "beta", beta, "it must be in [0, 1]")
         self.beta = float(beta)
         self.targets = torch.zeros(self.num_tasks, self.num_tasks, dtype=torch.float64)
 

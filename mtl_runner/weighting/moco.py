@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from mtl_runner.errors import ConfigError
+from mtl_runner.weighting._checks import require
 from mtl_runner.weighting._stochastic import decayed, finite_or, project_onto_simplex
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
@@ -78,21 +78,11 @@ class MoCo(GradientWeighting):
         grad_source: GradSource = GradSource.params,
     ) -> None:
         super().__init__(task_names, grad_source)
-        if not 0 < tracking_rate <= 1:
-            raise ConfigError(
-                f"weighting.tracking_rate={tracking_rate} is not allowed: it must be in (0, 1]"
-            )
-        for key, value in (("tracking_decay", tracking_decay), ("lambda_decay", lambda_decay)):
-            if not value >= 0:
-                raise ConfigError(f"weighting.{key}={value} is not allowed: it must be >= 0")
-        if not lambda_rate > 0:
-            raise ConfigError(
-                f"weighting.lambda_rate={lambda_rate} is not allowed: it must be positive"
-            )
-        if not regularization >= 0:
-            raise ConfigError(
-                f"weighting.regularization={regularization} is not allowed: it must be >= 0"
-            )
+        require(0 < tracking_rate <= 1, "tracking_rate", tracking_rate, "it must be in (0, 1]")
+        require(tracking_decay >= 0, "tracking_decay", tracking_decay, "it must be >= 0")
+        require(lambda_decay >= 0, "lambda_decay", lambda_decay, "it must be >= 0")
+        require(lambda_rate > 0, "lambda_rate", lambda_rate, "it must be positive")
+        require(regularization >= 0, "regularization", regularization, "it must be >= 0")
         self.tracking_rate = tracking_rate
         self.tracking_decay = tracking_decay
         self.lambda_rate = lambda_rate

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from mtl_runner.errors import ConfigError
+from mtl_runner.weighting._checks import require
 from mtl_runner.weighting._stochastic import (
     batch_jacobians,
     finite_or,
@@ -58,14 +58,8 @@ class MoDo(GradientWeighting):
         grad_source: GradSource = GradSource.params,
     ) -> None:
         super().__init__(task_names, grad_source)
-        if not lambda_rate > 0:
-            raise ConfigError(
-                f"weighting.lambda_rate={lambda_rate} is not allowed: it must be positive"
-            )
-        if not regularization >= 0:
-            raise ConfigError(
-                f"weighting.regularization={regularization} is not allowed: it must be >= 0"
-            )
+        require(lambda_rate > 0, "lambda_rate", lambda_rate, "it must be positive")
+        require(regularization >= 0, "regularization", regularization, "it must be >= 0")
         self.lambda_rate = lambda_rate
         self.regularization = regularization
         self._lambda = torch.full((self.num_tasks,), 1.0 / self.num_tasks, dtype=torch.float64)

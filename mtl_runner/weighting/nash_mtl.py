@@ -33,13 +33,14 @@ heads get unweighted gradients). Both fall back to the previous α when the solv
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from mtl_runner.errors import ConfigError
+from mtl_runner.weighting._checks import require
 from mtl_runner.weighting._min_norm import (
     aggregation,
     gram_matrix,
@@ -65,16 +66,18 @@ class NashMTL(GradientWeighting):
         grad_source: GradSource = GradSource.params,
     ) -> None:
         super().__init__(task_names, grad_source)
-        if not update_weights_every >= 1:
-            raise ConfigError(
-                f"weighting.update_weights_every={update_weights_every} is not allowed: "
-                "it must be an integer >= 1"
-            )
-        if not (max_norm >= 0 and np.isfinite(max_norm)):
-            raise ConfigError(
-                f"weighting.max_norm={max_norm} is not allowed: it must be a number >= 0 "
-                "(0 disables the clipping)"
-            )
+        require(
+            update_weights_every >= 1,
+            "update_weights_every",
+            update_weights_every,
+            "it must be an integer >= 1",
+        )
+        require(
+            max_norm >= 0 and math.isfinite(max_norm),
+            "max_norm",
+            max_norm,
+            "it must be a number >= 0 (0 disables the clipping)",
+        )
         self.update_weights_every = int(update_weights_every)
         self.max_norm = float(max_norm)
         self._alpha = np.ones(self.num_tasks)  # the last solution, before clipping

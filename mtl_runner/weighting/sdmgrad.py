@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from mtl_runner.errors import ConfigError
+from mtl_runner.weighting._checks import require
 from mtl_runner.weighting._stochastic import (
     batch_jacobians,
     finite_or,
@@ -65,20 +65,10 @@ class SDMGrad(GradientWeighting):
         grad_source: GradSource = GradSource.params,
     ) -> None:
         super().__init__(task_names, grad_source)
-        if not regularization >= 0:
-            raise ConfigError(
-                f"weighting.regularization={regularization} is not allowed: it must be >= 0"
-            )
-        if not inner_steps >= 1:
-            raise ConfigError(
-                f"weighting.inner_steps={inner_steps} is not allowed: it must be at least 1"
-            )
-        if not inner_lr > 0:
-            raise ConfigError(f"weighting.inner_lr={inner_lr} is not allowed: it must be positive")
-        if not 0 <= inner_momentum < 1:
-            raise ConfigError(
-                f"weighting.inner_momentum={inner_momentum} is not allowed: it must be in [0, 1)"
-            )
+        require(regularization >= 0, "regularization", regularization, "it must be >= 0")
+        require(inner_steps >= 1, "inner_steps", inner_steps, "it must be at least 1")
+        require(inner_lr > 0, "inner_lr", inner_lr, "it must be positive")
+        require(0 <= inner_momentum < 1, "inner_momentum", inner_momentum, "it must be in [0, 1)")
         self.regularization = regularization
         self.inner_steps = inner_steps
         self.inner_lr = inner_lr
