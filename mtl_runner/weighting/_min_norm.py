@@ -26,7 +26,8 @@ import torch
 from scipy.optimize import lsq_linear, nnls
 
 from mtl_runner.errors import ConfigError
-from mtl_runner.weighting.gradients import Aggregation
+from mtl_runner.weighting._checks import require_non_negative
+from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 #: columns of J turned to float64 at a time when building the Gram matrix (bounds the memory)
 _GRAM_BLOCK_ELEMENTS = 1 << 24
@@ -159,3 +160,38 @@ def preference_vector(preference: Sequence[float], num_tasks: int) -> np.ndarray
             f"weighting.preference={list(preference)} is not allowed: at least one must be positive"
         )
     return values
+
+
+class DualConeWeighting(GradientWeighting):
+    """UPGrad and DualProj: projections of preference vectors onto the dual cone of the rows.
+
+    The subclass says which vectors are projected (:meth:`project`); the normalisation of the
+    Gram matrix, the options and the exact solve are shared.
+    """
+
+    non_conflicting = True
+
+    def __init__(
+        self,
+        task_names: Sequence[str],
+        preference: list[float] = [],  # noqa: B006 - the schema's default; never mutated
+        norm_eps: float = 0.0,
+        reg_eps: float = 0.0,
+        grad_source: GradSource = GradSource.params,
+    ) -> None:
+        super().__init__(task_names, grad_source)
+        self.preference = preference_vector(preference, self.num_tasks)
+        self.norm_eps = require_non_negative("norm_eps", norm_eps)
+        self.reg_eps = require_non_negative("reg_eps", reg_eps)
+
+    def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
+        weights, gram = solve_on_gram(jacobian, self.weights_from_gram)
+        return aggregation(weights, jacobian, negligible(weights, gram, jacobian.dtype))
+
+    def weights_from_gram(self, gram: np.ndarray) -> np.ndarray:
+        if not_finite(gram):
+            return self.preference
+        return self.project(normalized_gram(gram, self.norm_eps, self.reg_eps))
+
+    def project(self, scaled_gram: np.ndarray) -> np.ndarray:
+        raise NotImplementedError

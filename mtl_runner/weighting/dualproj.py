@@ -25,46 +25,12 @@ with ‖J‖_F² < 1e-4 it returns the mean, which may conflict. LibMTL has no D
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
-import torch
 
-from mtl_runner.weighting._checks import require_non_negative
-from mtl_runner.weighting._min_norm import (
-    aggregation,
-    dual_cone_projection,
-    negligible,
-    normalized_gram,
-    not_finite,
-    preference_vector,
-    solve_on_gram,
-)
-from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
+from mtl_runner.weighting._min_norm import DualConeWeighting, dual_cone_projection
 
 
-class DualProj(GradientWeighting):
-    non_conflicting = True
-
-    def __init__(
-        self,
-        task_names: Sequence[str],
-        preference: list[float] = [],  # noqa: B006 - the schema's default; never mutated
-        norm_eps: float = 0.0,
-        reg_eps: float = 0.0,
-        grad_source: GradSource = GradSource.params,
-    ) -> None:
-        super().__init__(task_names, grad_source)
-        self.preference = preference_vector(preference, self.num_tasks)
-        self.norm_eps = require_non_negative("norm_eps", norm_eps)
-        self.reg_eps = require_non_negative("reg_eps", reg_eps)
-
-    def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
-        weights, gram = solve_on_gram(jacobian, self.weights_from_gram)
-        return aggregation(weights, jacobian, negligible(weights, gram, jacobian.dtype))
-
-    def weights_from_gram(self, gram: np.ndarray) -> np.ndarray:
-        if not_finite(gram):
-            return self.preference
-        scaled = normalized_gram(gram, self.norm_eps, self.reg_eps)
-        return dual_cone_projection(scaled, self.preference[None, :])[0]
+class DualProj(DualConeWeighting):
+    def project(self, scaled_gram: np.ndarray) -> np.ndarray:
+        # one projection: the preference vector u itself
+        return dual_cone_projection(scaled_gram, self.preference[None, :])[0]
