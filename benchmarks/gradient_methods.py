@@ -12,7 +12,8 @@ method's backward, Adam) through the trainer's own step code and prints, per met
 - ``solve %``: the method's ``aggregate`` call alone as a share of its parameter-level step
   (target <= 15% at K = 3 and K = 10).
 
-Paths are interleaved and repeated, medians reported, so machine noise hits all alike. A
+Each ratio times its two paths back to back in every repeat and reports the median of the
+per-repeat ratios, so the slow drifts of a shared machine cancel. A
 benchmark, not a test: it always exits 0. Run ``make bench`` or
 ``.venv/bin/python benchmarks/gradient_methods.py [--methods mgda,upgrad] [--repeats 7]``.
 """
@@ -70,16 +71,20 @@ class Bench:
         self.shared = tuple(self.model.shared_parameters())
         self.heads = {t.name: tuple(self.model.task_parameters(t.name)) for t in self.tasks}
 
-    def losses(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         z = self.model.encode(self.features)
         outputs = self.model.decode(z)
-        return torch.stack([t.loss(outputs[t.name], self.targets[t.name]) for t in self.tasks]), z
+        losses = torch.stack([t.loss(outputs[t.name], self.targets[t.name]) for t in self.tasks])
+        return losses, z, outputs
+
+    def losses(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward()[:2]
 
     def step(self, method: Weighting) -> None:
-        losses, z = self.losses()
+        losses, z, outputs = self.forward()
         self.optimizer.zero_grad(set_to_none=True)
         context = StepContext(
-            lambda total: total.backward(), self.shared, self.heads, z, lambda: None
+            lambda total: total.backward(), self.shared, self.heads, z, lambda: None, 1.0, outputs
         )
         method.backward(losses, context)
         self.optimizer.step()
@@ -134,47 +139,58 @@ def build(name: str, num_tasks: int, source: str) -> Weighting | None:
         return None
 
 
-def median_of(repeats: int, function: Callable[[], float]) -> float:
-    return statistics.median(function() for _ in range(repeats))
+def paired_ratio(
+    repeats: int, calls: int, numerator: Callable[[], object], denominator: Callable[[], object]
+) -> tuple[float, float]:
+    """Median over repeats of time(numerator)/time(denominator), each repeat timing both back
+    to back (slow drifts of a shared machine cancel), and the median numerator time."""
+    ratios, times = [], []
+    for _ in range(repeats):
+        top = seconds_per_call(numerator, calls)
+        bottom = seconds_per_call(denominator, calls)
+        ratios.append(top / bottom)
+        times.append(top)
+    return statistics.median(ratios), statistics.median(times)
 
 
 def report(num_tasks: int, names: list[str], repeats: int, calls: int) -> None:
     bench = Bench(num_tasks)
     task_names = [t.name for t in bench.tasks]
     equal = Equal(task_names)
-    ew = median_of(repeats, lambda: seconds_per_call(lambda: bench.step(equal), calls))
+
+    def ew_step() -> None:
+        bench.step(equal)
+
     ours = MeanAggregation(task_names)
+    _, ew = paired_ratio(repeats, calls, ew_step, ew_step)
     print(f"\nK = {num_tasks}: EW step {ew * 1e3:.3f} ms (batch {BATCH})")
     try:
-        jd = median_of(repeats, lambda: seconds_per_call(bench.torchjd_step, calls))
-        our = median_of(repeats, lambda: seconds_per_call(lambda: bench.step(ours), calls))
+        speedup, jd = paired_ratio(repeats, calls, bench.torchjd_step, lambda: bench.step(ours))
         print(
-            f"  Jacobian path: ours {our * 1e3:.3f} ms, torchjd.mtl_backward {jd * 1e3:.3f} ms "
-            f"-> ours {jd / our:.2f}x faster (target >= 1.3x)"
+            f"  Jacobian path: torchjd.mtl_backward {jd * 1e3:.3f} ms -> ours {speedup:.2f}x "
+            "faster (target >= 1.3x)"
         )
     except ImportError:
         print("  torchjd not installed: skipped the torchjd comparison")
     print(f"  {'method':<14}{'features/EW':>12}{'params/EW':>11}{'solve %':>9}")
     for name in names:
-        cells = []
+        cells, steps = [], []
         for source in ("features", "params"):
             method = build(name, num_tasks, source)
             if method is None:
                 cells.append(float("nan"))
                 continue
-            step = median_of(
-                repeats, lambda m=method: seconds_per_call(lambda: bench.step(m), calls)
-            )
-            cells.append(step / ew)
-        method = build(name, num_tasks, "params") or build(name, num_tasks, "features")
-        jacobian = bench.jacobian(method.grad_source.value).detach()
+            ratio, step = paired_ratio(repeats, calls, lambda m=method: bench.step(m), ew_step)
+            cells.append(ratio)
+            steps.append((source, method, step))
+        source, method, step = steps[-1]  # the parameter-level step where supported
+        jacobian = bench.jacobian(source).detach()
         losses = bench.losses()[0].detach()
 
-        def solve_once(m=method, j=jacobian, loss=losses) -> float:
-            return seconds_per_call(lambda: m.aggregate(j, loss), calls)
+        def solve(m: Weighting = method, j: torch.Tensor = jacobian, v=losses) -> None:
+            m.aggregate(j, v)
 
-        solve = median_of(repeats, solve_once)
-        share = solve / (cells[1] * ew if cells[1] == cells[1] else cells[0] * ew)
+        share, _ = paired_ratio(repeats, calls, solve, lambda m=method: bench.step(m))
         verdict = "" if share <= 0.15 else "  (solve above 15%)"
         ratios = [f"{c:.2f}x" if c == c else "n/a" for c in cells]  # n/a: source unsupported
         print(f"  {name:<14}{ratios[0]:>12}{ratios[1]:>11}{share * 100:>8.1f}%{verdict}")
@@ -186,7 +202,10 @@ def main() -> None:
     parser.add_argument("--methods", default="", help="comma-separated names (default: all)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = [n for n in args.methods.split(",") if n] or method_names()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.repeats}"

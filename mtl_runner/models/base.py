@@ -14,6 +14,10 @@ class MultiTaskModel(nn.Module):
     ``encode`` maps inputs to the shared representation z, ``decode`` maps z to the task
     outputs; ``forward = decode ∘ encode``. Gradient-based weighting methods take per-task
     gradients either with respect to :meth:`shared_parameters` or with respect to z.
+
+    Contract: the shared parameters act only through ``encode`` (z), and ``decode`` gives task
+    k's output from z and task k's own parameters only. The parameter-level Jacobian is taken
+    through z on this promise (∂L_k/∂θ = ∂L_k/∂z · ∂z/∂θ).
     """
 
     task_names: tuple[str, ...]

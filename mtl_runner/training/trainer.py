@@ -225,17 +225,17 @@ class Trainer:
         batches = self._batches(self.data.train)
 
         def forward(features: torch.Tensor, targets: dict[str, torch.Tensor]):
-            losses, shared = self._losses(features, targets)
+            losses, shared, outputs = self._losses(features, targets)
             batch_losses.append(losses.detach())
             batch_sizes.append(features.shape[0])
-            return losses, shared
+            return losses, shared, outputs
 
         def draw_batch() -> tuple[torch.Tensor, torch.Tensor] | None:
             batch = next(batches, None)
-            return None if batch is None else forward(*batch)
+            return None if batch is None else forward(*batch)[:2]
 
         for features, targets in batches:
-            losses, shared = forward(features, targets)
+            losses, shared, outputs = forward(features, targets)
             self.optimizer.zero_grad(set_to_none=True)
             context = StepContext(
                 self._backward,
@@ -244,6 +244,7 @@ class Trainer:
                 shared,
                 draw_batch,
                 self._loss_scale(),
+                outputs,
             )
             step_weights.append(self.weighting.backward(losses, context).detach())
             self._optimizer_step()
@@ -273,12 +274,13 @@ class Trainer:
 
     def _losses(
         self, features: torch.Tensor, targets: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The K losses, the shared representation and the task outputs of a batch."""
         with self._autocast():
             shared = self.model.encode(features)
             outputs = self.model.decode(shared)
         losses = [task.loss(outputs[task.name].float(), targets[task.name]) for task in self.tasks]
-        return torch.stack(losses), shared
+        return torch.stack(losses), shared, outputs
 
     def _backward(self, total: torch.Tensor) -> None:
         if self.scaler.is_enabled():  # fp16 only; skipping it otherwise saves ~10% of a step

@@ -51,6 +51,8 @@ class StepContext:
     - ``shared_representation``: the trunk output z of this batch, part of the graph.
     - ``draw_batch()``: the losses and shared representation of another, fresh batch of this
       epoch (for methods that need several batches per step), or None when the epoch is spent.
+    - ``task_outputs``: each head's output for this batch, by task name (part of the graph);
+      with it the feature-level Jacobian costs one backward through the heads, not K.
     """
 
     backward: Callable[[torch.Tensor], None]
@@ -59,6 +61,7 @@ class StepContext:
     shared_representation: torch.Tensor
     draw_batch: Callable[[], tuple[torch.Tensor, torch.Tensor] | None]
     loss_scale: float = 1.0
+    task_outputs: Mapping[str, torch.Tensor] | None = None
 
 
 class Weighting(ABC):

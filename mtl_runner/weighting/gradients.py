@@ -4,11 +4,13 @@ A gradient-based method sees the Jacobian J ∈ ℝ^{K×D} of the task losses wi
 ``grad_source``:
 
 - ``params``: the shared parameters, flattened and concatenated (D = number of shared
-  parameters). One batched backward (``torch.autograd.grad`` with ``is_grads_batched``) gives all
-  K rows and, in the same pass, each head's own gradient.
+  parameters). ∂L_k/∂z comes from one backward to the task outputs and one vector-Jacobian
+  product per head (which also gives the head's own gradient); one vmapped product through the
+  trunk then turns all K rows into parameter gradients (as torchjd's ``mtl_backward`` does).
 - ``features``: the shared representation z of the batch, flattened (D = batch × width), i.e.
   ∂L_k/∂z for the whole batch matrix as in MGDA-UB (Sener & Koltun 2018). Only the heads are
-  traversed, so it costs little; LibMTL instead sums ∂L_k/∂z over the batch rows.
+  traversed for the Jacobian, then the trunk once with d_z, so it costs little; LibMTL instead
+  sums ∂L_k/∂z over the batch rows.
 
 The method's :meth:`GradientWeighting.aggregate` returns the weights c and, for methods whose
 direction is not a combination of the current gradients, the direction d itself. The shared
@@ -76,21 +78,80 @@ class GradientWeighting(Weighting):
         shared = list(context.shared_parameters)
         heads = [list(context.task_parameters[name]) for name in self.task_names]
         scale = context.loss_scale
-        rows = jacobian_rows(losses * scale, shared + [p for head in heads for p in head])
-        shared_jacobian = torch.cat([row.flatten(1) for row in rows[: len(shared)]], dim=1) / scale
+        shared_rows, head_grads = self._parameter_rows(losses * scale, context, shared, heads)
+        shared_jacobian = torch.cat([row.flatten(1) for row in shared_rows], dim=1) / scale
         aggregation = self.aggregate(shared_jacobian, losses.detach())
         weights = aggregation.weights.detach().to(shared_jacobian.dtype)
         direction = aggregation.direction
         if direction is None:
             direction = weights @ shared_jacobian
         assign_flat_gradient(shared, direction * scale)
-        head_rows = iter(rows[len(shared) :])
-        for k, head in enumerate(heads):
-            for parameter in head:  # the head of task k gets c_k ∇ L_k (row k of its Jacobian)
-                accumulate_gradient(parameter, weights[k] * next(head_rows)[k])
+        for k, head in enumerate(heads):  # the head of task k gets c_k ∇ L_k (already scaled)
+            for parameter, grad in zip(head, head_grads[k]):
+                if grad is not None:
+                    accumulate_gradient(parameter, weights[k] * grad)
         return weights
 
+    def _parameter_rows(
+        self,
+        losses: torch.Tensor,
+        context: StepContext,
+        shared: list[torch.nn.Parameter],
+        heads: list[list[torch.nn.Parameter]],
+    ) -> tuple[tuple[torch.Tensor, ...], list[tuple[torch.Tensor | None, ...]]]:
+        """Rows of the shared-parameter Jacobian and each head's ∇L_k.
+
+        With the task outputs (the trainer always passes them): ∂L_k/∂z per head, then one
+        vmapped vector-Jacobian product through the trunk alone, which relies on the model's
+        contract that the shared parameters act only through ``encode``. Without them: one
+        vmapped backward over the whole graph.
+        """
+        if context.task_outputs is None:
+            rows = jacobian_rows(losses, shared + [p for head in heads for p in head])
+            head_rows = iter(rows[len(shared) :])
+            head_grads = [tuple(next(head_rows)[k] for _ in head) for k, head in enumerate(heads)]
+            return rows[: len(shared)], head_grads
+        representation = context.shared_representation
+        outputs = [context.task_outputs[name] for name in self.task_names]
+        feature_jacobian, head_grads = feature_rows(losses, representation, outputs, heads)
+        grads = torch.autograd.grad(
+            representation,
+            shared,
+            grad_outputs=feature_jacobian,
+            is_grads_batched=True,
+            allow_unused=True,
+        )
+        rows = tuple(
+            torch.zeros(len(outputs), *p.shape, device=p.device, dtype=p.dtype) if g is None else g
+            for g, p in zip(grads, shared)
+        )
+        return rows, head_grads
+
     def _backward_features(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
+        shared = context.shared_representation
+        scale = context.loss_scale
+        heads = [list(context.task_parameters[name]) for name in self.task_names]
+        if context.task_outputs is None:  # no outputs to start from: K backwards via vmap
+            return self._backward_features_batched(losses, context)
+        outputs = [context.task_outputs[name] for name in self.task_names]
+        rows, head_grads = feature_rows(losses * scale, shared, outputs, heads)
+        jacobian = rows.flatten(1).float() / scale
+        aggregation = self.aggregate(jacobian, losses.detach())
+        weights = aggregation.weights.detach().to(jacobian.dtype)
+        direction = aggregation.direction
+        if direction is None:
+            direction = weights @ jacobian
+        for k, head in enumerate(heads):  # the head of task k gets c_k ∇ L_k (already scaled)
+            for parameter, grad in zip(head, head_grads[k]):
+                if grad is not None:
+                    accumulate_gradient(parameter, weights[k] * grad)
+        # the trunk's gradient is the backward of d_z = Σ c_k ∂L_k/∂z (or the method's d_z)
+        shared.backward((direction * scale).reshape(shared.shape).to(shared.dtype))
+        return weights
+
+    def _backward_features_batched(
+        self, losses: torch.Tensor, context: StepContext
+    ) -> torch.Tensor:
         shared = context.shared_representation
         scale = context.loss_scale
         (rows,) = jacobian_rows(losses * scale, [shared], retain_graph=True)
@@ -105,6 +166,29 @@ class GradientWeighting(Weighting):
         torch.autograd.backward(head_total, inputs=heads, retain_graph=True)
         shared.backward(aggregation.direction.reshape(shared.shape).to(shared.dtype) * scale)
         return weights
+
+
+def feature_rows(
+    losses: torch.Tensor,
+    shared: torch.Tensor,
+    outputs: Sequence[torch.Tensor],
+    heads: Sequence[Sequence[torch.nn.Parameter]],
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor | None, ...]]]:
+    """∂L_k/∂z ([K, *z.shape]) and each head's ∇L_k, from the task outputs.
+
+    L_k depends on the batch only through output k, so one ordinary backward of Σ_k L_k to the
+    outputs gives every ∂L_k/∂o_k; a vector-Jacobian product per head then carries it to z and
+    to the head's parameters. No vmap: cheaper than K backwards for small heads.
+    """
+    deltas = torch.autograd.grad(losses.sum(), list(outputs), retain_graph=True)
+    rows, head_grads = [], []
+    for output, delta, head in zip(outputs, deltas, heads):
+        grads = torch.autograd.grad(
+            output, [shared, *head], delta, retain_graph=True, allow_unused=True
+        )
+        rows.append(torch.zeros_like(shared) if grads[0] is None else grads[0])
+        head_grads.append(grads[1:])
+    return torch.stack(rows), head_grads
 
 
 def jacobian_rows(
