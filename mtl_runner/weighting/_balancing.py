@@ -36,12 +36,3 @@ def precision(jacobian: torch.Tensor) -> float:
 def to_weights(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """float64 CPU weights → the Jacobian's device and dtype."""
     return values.to(device=like.device, dtype=like.dtype)
-
-
-def accumulate_gradient(parameter: torch.nn.Parameter, grad: torch.Tensor) -> None:
-    """Add ``grad`` to ``parameter.grad`` (on the parameter's device and dtype)."""
-    grad = grad.detach().to(parameter.device, parameter.dtype)
-    if parameter.grad is None:
-        parameter.grad = grad.clone()
-    else:
-        parameter.grad.add_(grad)

@@ -1,7 +1,7 @@
 """Shared pieces of the stochastic gradient methods (MoCo, DB-MTL, MoDo, SDMGrad).
 
 - :func:`project_onto_simplex`: Euclidean projection onto {w ≥ 0, Σ w = 1}, in torch ops only
-  (no host sync, any device).
+  (no host sync, any device); :func:`project_onto_simplex_array` the same in numpy.
 - :func:`decayed`: the step sizes r / t^σ of MoCo and DB-MTL.
 - :func:`finite_or`: keeps a method's state when a step's gradients are not finite (an fp16
   overflow: the loss scaler skips that step and lowers its scale, so the state must not absorb
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from mtl_runner.weighting.base import StepContext
@@ -43,6 +44,17 @@ def project_onto_simplex(vector: torch.Tensor) -> torch.Tensor:
     support = (ordered - excess / count > 0).sum()  # ≥ 1: true for j = 1
     threshold = excess.gather(0, (support - 1).reshape(1)) / support.to(v.dtype)
     return (v - threshold).clamp_min(0.0)
+
+
+def project_onto_simplex_array(vector: np.ndarray) -> np.ndarray:
+    """:func:`project_onto_simplex` for a float64 numpy vector: for inner loops on the host,
+    where numpy's per-call cost is a fraction of torch's (SDMGrad's 20 inner steps)."""
+    v = np.nan_to_num(vector, nan=0.0, posinf=_SPREAD, neginf=-_SPREAD)
+    v = np.maximum(v - v.max(), -_SPREAD)
+    ordered = np.sort(v)[::-1]
+    excess = np.cumsum(ordered) - 1.0
+    support = int((ordered - excess / np.arange(1, v.size + 1) > 0).sum())
+    return np.maximum(v - excess[support - 1] / support, 0.0)
 
 
 def decayed(rate: float, decay: float, step: int) -> float:

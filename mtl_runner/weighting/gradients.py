@@ -78,18 +78,19 @@ class GradientWeighting(Weighting):
         shared = list(context.shared_parameters)
         heads = [list(context.task_parameters[name]) for name in self.task_names]
         scale = context.loss_scale
-        shared_rows, head_grads = self._parameter_rows(losses * scale, context, shared, heads)
-        shared_jacobian = torch.cat([row.flatten(1) for row in shared_rows], dim=1) / scale
+        shared_rows, head_grads = self._parameter_rows(
+            scaled(losses, scale), context, shared, heads
+        )
+        shared_jacobian = scaled(
+            torch.cat([row.flatten(1) for row in shared_rows], dim=1), 1 / scale
+        )
         aggregation = self.aggregate(shared_jacobian, losses.detach())
         weights = aggregation.weights.detach().to(shared_jacobian.dtype)
         direction = aggregation.direction
         if direction is None:
             direction = weights @ shared_jacobian
-        assign_flat_gradient(shared, direction * scale)
-        for k, head in enumerate(heads):  # the head of task k gets c_k ∇ L_k (already scaled)
-            for parameter, grad in zip(head, head_grads[k]):
-                if grad is not None:
-                    accumulate_gradient(parameter, weights[k] * grad)
+        assign_flat_gradient(shared, scaled(direction, scale))
+        weight_heads(heads, head_grads, weights)
         return weights
 
     def _parameter_rows(
@@ -134,19 +135,16 @@ class GradientWeighting(Weighting):
         if context.task_outputs is None:  # no outputs to start from: K backwards via vmap
             return self._backward_features_batched(losses, context)
         outputs = [context.task_outputs[name] for name in self.task_names]
-        rows, head_grads = feature_rows(losses * scale, shared, outputs, heads)
-        jacobian = rows.flatten(1).float() / scale
+        rows, head_grads = feature_rows(scaled(losses, scale), shared, outputs, heads)
+        jacobian = scaled(rows.flatten(1).float(), 1 / scale)
         aggregation = self.aggregate(jacobian, losses.detach())
         weights = aggregation.weights.detach().to(jacobian.dtype)
         direction = aggregation.direction
         if direction is None:
             direction = weights @ jacobian
-        for k, head in enumerate(heads):  # the head of task k gets c_k ∇ L_k (already scaled)
-            for parameter, grad in zip(head, head_grads[k]):
-                if grad is not None:
-                    accumulate_gradient(parameter, weights[k] * grad)
+        weight_heads(heads, head_grads, weights)
         # the trunk's gradient is the backward of d_z = Σ c_k ∂L_k/∂z (or the method's d_z)
-        shared.backward((direction * scale).reshape(shared.shape).to(shared.dtype))
+        shared.backward(scaled(direction, scale).reshape(shared.shape).to(shared.dtype))
         return weights
 
     def _backward_features_batched(
@@ -166,6 +164,18 @@ class GradientWeighting(Weighting):
         torch.autograd.backward(head_total, inputs=heads, retain_graph=True)
         shared.backward(aggregation.direction.reshape(shared.shape).to(shared.dtype) * scale)
         return weights
+
+
+def weight_heads(
+    heads: Sequence[Sequence[torch.nn.Parameter]],
+    head_grads: Sequence[Sequence[torch.Tensor | None]],
+    weights: torch.Tensor,
+) -> None:
+    """The head of task k gets c_k ∇_head L_k (the gradients are already loss-scaled)."""
+    for head, grads, weight in zip(heads, head_grads, weights.unbind(0)):
+        for parameter, grad in zip(head, grads):
+            if grad is not None:
+                accumulate_gradient(parameter, weight * grad, copy=False)
 
 
 def feature_rows(
@@ -241,9 +251,18 @@ def assign_flat_gradient(parameters: Sequence[torch.nn.Parameter], flat: torch.T
         offset += size
 
 
-def accumulate_gradient(parameter: torch.nn.Parameter, grad: torch.Tensor) -> None:
-    grad = grad.to(parameter.dtype)
+def accumulate_gradient(
+    parameter: torch.nn.Parameter, grad: torch.Tensor, copy: bool = True
+) -> None:
+    """Add ``grad`` to ``parameter.grad`` (on its device and dtype); ``copy=False`` lets a fresh
+    tensor that nobody else holds become the gradient itself."""
+    grad = grad.detach().to(parameter.device, parameter.dtype)
     if parameter.grad is None:
-        parameter.grad = grad.clone()
+        parameter.grad = grad.clone() if copy else grad
     else:
         parameter.grad.add_(grad)
+
+
+def scaled(tensor: torch.Tensor, scale: float) -> torch.Tensor:
+    """``tensor * scale``, skipping the kernel for the usual scale of 1 (no fp16 scaler)."""
+    return tensor if scale == 1.0 else tensor * scale

@@ -38,13 +38,15 @@ from typing import Any
 
 import torch
 
-from mtl_runner.weighting._balancing import (
-    accumulate_gradient,
-)
 from mtl_runner.weighting._checks import require
 from mtl_runner.weighting._parameters import follow_device, load_parameter
 from mtl_runner.weighting.base import StepContext
-from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
+from mtl_runner.weighting.gradients import (
+    Aggregation,
+    GradientWeighting,
+    GradSource,
+    accumulate_gradient,
+)
 
 _MIN_WEIGHT = 1e-6  # the direct weights are kept positive (G_k = λ_k‖g_k‖ needs λ_k > 0)
 

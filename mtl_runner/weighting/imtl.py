@@ -43,14 +43,18 @@ from typing import Any
 import torch
 
 from mtl_runner.weighting._balancing import (
-    accumulate_gradient,
     gram_matrix,
     precision,
     to_weights,
 )
 from mtl_runner.weighting._parameters import follow_device, load_parameter
 from mtl_runner.weighting.base import StepContext
-from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
+from mtl_runner.weighting.gradients import (
+    Aggregation,
+    GradientWeighting,
+    GradSource,
+    accumulate_gradient,
+)
 
 
 def imtl_g_weights(gram: torch.Tensor, eps: float) -> torch.Tensor:

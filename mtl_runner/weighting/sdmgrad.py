@@ -39,13 +39,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from mtl_runner.weighting._checks import require
 from mtl_runner.weighting._stochastic import (
     batch_jacobians,
-    finite_or,
-    project_onto_simplex,
+    project_onto_simplex_array,
     write_gradients,
 )
 from mtl_runner.weighting.base import StepContext
@@ -89,16 +89,21 @@ class SDMGrad(GradientWeighting):
         scale = product.diagonal().clamp_min(0.0).sqrt().mean().square()
         product = torch.where(scale > 0, product / scale, product)
         pull = self.regularization
-        target = product.mean(dim=1)  # A·𝟙/K
         start = self._w.to(product.device)
-        w = start
-        velocity: torch.Tensor | None = None
-        for _ in range(self.inner_steps):
-            gradient = product @ w + pull * target
-            velocity = gradient if velocity is None else self.inner_momentum * velocity + gradient
-            w = project_onto_simplex(w - self.inner_lr * velocity)
+        # K×K on the host: the inner steps cost microseconds in numpy, far more as torch calls
+        matrix = product.cpu().numpy()
+        w = start.cpu().numpy()
         # an overflowed (fp16) product leaves w as it was (the loss scaler skips the step)
-        self._w = finite_or(product, w, start)
+        if np.isfinite(matrix).all():
+            target = matrix.mean(axis=1)  # A·𝟙/K
+            velocity: np.ndarray | None = None
+            for _ in range(self.inner_steps):
+                gradient = matrix @ w + pull * target
+                velocity = (
+                    gradient if velocity is None else self.inner_momentum * velocity + gradient
+                )
+                w = project_onto_simplex_array(w - self.inner_lr * velocity)
+        self._w = torch.from_numpy(w).to(start)
         return (self._w + pull / self.num_tasks) / (1.0 + pull), finite
 
     def backward(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:

@@ -429,3 +429,16 @@ def test_bad_choice_is_rejected() -> None:
 def test_features_source_is_refused(name: str) -> None:
     with pytest.raises(ConfigError, match="grad_source=features is not supported.*use params"):
         make_method(name, 3, grad_source="features")
+
+
+def test_numpy_simplex_projection_equals_the_torch_one() -> None:
+    from mtl_runner.weighting._stochastic import project_onto_simplex, project_onto_simplex_array
+
+    generator = torch.Generator().manual_seed(3)
+    for scale in (1e-8, 1.0, 1e8):
+        for size in (1, 2, 5, 10):
+            vector = torch.randn(size, generator=generator, dtype=torch.float64) * scale
+            expected = project_onto_simplex(vector)
+            got = project_onto_simplex_array(vector.numpy())
+            torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-12, atol=1e-15)
+            assert got.sum() == pytest.approx(1.0) and (got >= 0).all()
