@@ -71,20 +71,26 @@ class Bench:
         self.shared = tuple(self.model.shared_parameters())
         self.heads = {t.name: tuple(self.model.task_parameters(t.name)) for t in self.tasks}
 
-    def forward(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, split: bool = False):
+        """Losses, z and (with ``split``) the per-task copies of z, as the trainer makes them."""
         z = self.model.encode(self.features)
-        outputs = self.model.decode(z)
+        copies = {t.name: z.detach().requires_grad_() for t in self.tasks} if split else None
+        outputs = (
+            {n: self.model.decode_task(n, c) for n, c in copies.items()}
+            if copies
+            else self.model.decode(z)
+        )
         losses = torch.stack([t.loss(outputs[t.name], self.targets[t.name]) for t in self.tasks])
-        return losses, z, outputs
+        return losses, z, copies
 
     def losses(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward()[:2]
 
     def step(self, method: Weighting) -> None:
-        losses, z, outputs = self.forward()
+        losses, z, copies = self.forward(method.splits_representation)
         self.optimizer.zero_grad(set_to_none=True)
         context = StepContext(
-            lambda total: total.backward(), self.shared, self.heads, z, lambda: None, 1.0, outputs
+            lambda total: total.backward(), self.shared, self.heads, z, lambda: None, 1.0, copies
         )
         method.backward(losses, context)
         self.optimizer.step()

@@ -28,6 +28,10 @@ class MultiTaskModel(nn.Module):
     def decode(self, shared: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def decode_task(self, task: str, shared: torch.Tensor) -> torch.Tensor:
+        """Task ``task``'s output from z alone; override when it is cheaper than ``decode``."""
+        return self.decode(shared)[task]
+
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.decode(self.encode(features))
 

@@ -57,6 +57,9 @@ class HardParameterSharing(MultiTaskModel):
     def decode(self, shared: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: head(shared) for name, head in self.heads.items()}
 
+    def decode_task(self, task: str, shared: torch.Tensor) -> torch.Tensor:
+        return self.heads[task](shared)
+
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         return self.trunk.parameters()
 

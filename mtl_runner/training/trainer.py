@@ -224,18 +224,19 @@ class Trainer:
         step_weights: list[torch.Tensor] = []
         batches = self._batches(self.data.train)
 
-        def forward(features: torch.Tensor, targets: dict[str, torch.Tensor]):
-            losses, shared, outputs = self._losses(features, targets)
+        def forward(features: torch.Tensor, targets: dict[str, torch.Tensor], split: bool):
+            losses, shared, copies = self._losses(features, targets, split)
             batch_losses.append(losses.detach())
             batch_sizes.append(features.shape[0])
-            return losses, shared, outputs
+            return losses, shared, copies
 
         def draw_batch() -> tuple[torch.Tensor, torch.Tensor] | None:
             batch = next(batches, None)
-            return None if batch is None else forward(*batch)[:2]
+            return None if batch is None else forward(*batch, split=False)[:2]
 
+        split = self.weighting.splits_representation
         for features, targets in batches:
-            losses, shared, outputs = forward(features, targets)
+            losses, shared, copies = forward(features, targets, split)
             self.optimizer.zero_grad(set_to_none=True)
             context = StepContext(
                 self._backward,
@@ -244,7 +245,7 @@ class Trainer:
                 shared,
                 draw_batch,
                 self._loss_scale(),
-                outputs,
+                copies,
             )
             step_weights.append(self.weighting.backward(losses, context).detach())
             self._optimizer_step()
@@ -273,14 +274,20 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _losses(
-        self, features: torch.Tensor, targets: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """The K losses, the shared representation and the task outputs of a batch."""
+        self, features: torch.Tensor, targets: dict[str, torch.Tensor], split: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
+        """The K losses and the shared representation z of a batch; with ``split``, each head
+        is applied to its own detached copy of z, returned too (StepContext)."""
+        copies = None
         with self._autocast():
             shared = self.model.encode(features)
-            outputs = self.model.decode(shared)
+            if split:
+                copies = {t.name: shared.detach().requires_grad_() for t in self.tasks}
+                outputs = {name: self.model.decode_task(name, z) for name, z in copies.items()}
+            else:
+                outputs = self.model.decode(shared)
         losses = [task.loss(outputs[task.name].float(), targets[task.name]) for task in self.tasks]
-        return torch.stack(losses), shared, outputs
+        return torch.stack(losses), shared, copies
 
     def _backward(self, total: torch.Tensor) -> None:
         if self.scaler.is_enabled():  # fp16 only; skipping it otherwise saves ~10% of a step

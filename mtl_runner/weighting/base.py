@@ -51,8 +51,10 @@ class StepContext:
     - ``shared_representation``: the trunk output z of this batch, part of the graph.
     - ``draw_batch()``: the losses and shared representation of another, fresh batch of this
       epoch (for methods that need several batches per step), or None when the epoch is spent.
-    - ``task_outputs``: each head's output for this batch, by task name (part of the graph);
-      with it the feature-level Jacobian costs one backward through the heads, not K.
+    - ``task_representations``: only for a method that declares ``splits_representation``:
+      the detached copy of z (a leaf) that task k's head was applied to, by task name. The
+      losses then do not reach the trunk: one backward to these leaves gives every ∂L_k/∂z,
+      and the method itself sends the trunk its gradient through ``shared_representation``.
     """
 
     backward: Callable[[torch.Tensor], None]
@@ -61,7 +63,7 @@ class StepContext:
     shared_representation: torch.Tensor
     draw_batch: Callable[[], tuple[torch.Tensor, torch.Tensor] | None]
     loss_scale: float = 1.0
-    task_outputs: Mapping[str, torch.Tensor] | None = None
+    task_representations: Mapping[str, torch.Tensor] | None = None
 
 
 class Weighting(ABC):
@@ -74,6 +76,9 @@ class Weighting(ABC):
     non_conflicting: ClassVar[bool] = False
     #: permuting the tasks permutes the weights (deterministic methods only)
     permutation_invariant: ClassVar[bool] = True
+    #: the trainer decodes each task from its own detached copy of z (see StepContext); only
+    #: for methods whose backward sends the trunk its gradient itself
+    splits_representation: ClassVar[bool] = False
 
     def __init__(self, task_names: Sequence[str]) -> None:
         self.task_names = tuple(task_names)

@@ -4,13 +4,13 @@ A gradient-based method sees the Jacobian J ∈ ℝ^{K×D} of the task losses wi
 ``grad_source``:
 
 - ``params``: the shared parameters, flattened and concatenated (D = number of shared
-  parameters). ∂L_k/∂z comes from one backward to the task outputs and one vector-Jacobian
-  product per head (which also gives the head's own gradient); one vmapped product through the
-  trunk then turns all K rows into parameter gradients (as torchjd's ``mtl_backward`` does).
+  parameters). The trainer applies each head to its own detached copy of z, so one ordinary
+  backward gives every ∂L_k/∂z and the heads' own gradients; one vmapped vector-Jacobian
+  product through the trunk then turns the K rows into parameter gradients.
 - ``features``: the shared representation z of the batch, flattened (D = batch × width), i.e.
-  ∂L_k/∂z for the whole batch matrix as in MGDA-UB (Sener & Koltun 2018). Only the heads are
-  traversed for the Jacobian, then the trunk once with d_z, so it costs little; LibMTL instead
-  sums ∂L_k/∂z over the batch rows.
+  ∂L_k/∂z for the whole batch matrix as in MGDA-UB (Sener & Koltun 2018): the same one
+  backward through the heads, then the trunk once with d_z, so it costs about one ordinary
+  backward; LibMTL instead sums ∂L_k/∂z over the batch rows.
 
 The method's :meth:`GradientWeighting.aggregate` returns the weights c and, for methods whose
 direction is not a combination of the current gradients, the direction d itself. The shared
@@ -54,6 +54,7 @@ class GradientWeighting(Weighting):
 
     #: the grad sources the method supports; composing another fails with a clear message
     supported_sources: ClassVar[frozenset[GradSource]] = frozenset(GradSource)
+    splits_representation = True  # the backward below sends the trunk its gradient itself
 
     def __init__(self, task_names: Sequence[str], grad_source: GradSource = GradSource.params):
         super().__init__(task_names)
@@ -102,40 +103,39 @@ class GradientWeighting(Weighting):
     ) -> tuple[tuple[torch.Tensor, ...], list[tuple[torch.Tensor | None, ...]]]:
         """Rows of the shared-parameter Jacobian and each head's ∇L_k.
 
-        With the task outputs (the trainer always passes them): ∂L_k/∂z per head, then one
-        vmapped vector-Jacobian product through the trunk alone, which relies on the model's
-        contract that the shared parameters act only through ``encode``. Without them: one
-        vmapped backward over the whole graph.
+        With the per-task copies of z (the trainer passes them): one backward gives every
+        ∂L_k/∂z, then one vmapped vector-Jacobian product through the trunk alone turns them
+        into parameter rows — relying on the model's contract that the shared parameters act
+        only through ``encode``. Without them: one vmapped backward over the whole graph.
         """
-        if context.task_outputs is None:
+        if context.task_representations is None:
             rows = jacobian_rows(losses, shared + [p for head in heads for p in head])
             head_rows = iter(rows[len(shared) :])
             head_grads = [tuple(next(head_rows)[k] for _ in head) for k, head in enumerate(heads)]
             return rows[: len(shared)], head_grads
-        representation = context.shared_representation
-        outputs = [context.task_outputs[name] for name in self.task_names]
-        feature_jacobian, head_grads = feature_rows(losses, representation, outputs, heads)
+        leaves = [context.task_representations[name] for name in self.task_names]
+        feature_jacobian, head_grads = split_rows(losses, leaves, heads)
         grads = torch.autograd.grad(
-            representation,
+            context.shared_representation,
             shared,
             grad_outputs=feature_jacobian,
             is_grads_batched=True,
             allow_unused=True,
         )
         rows = tuple(
-            torch.zeros(len(outputs), *p.shape, device=p.device, dtype=p.dtype) if g is None else g
+            torch.zeros(len(leaves), *p.shape, device=p.device, dtype=p.dtype) if g is None else g
             for g, p in zip(grads, shared)
         )
         return rows, head_grads
 
     def _backward_features(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
+        if context.task_representations is None:  # one graph: K backwards via vmap
+            return self._backward_features_batched(losses, context)
         shared = context.shared_representation
         scale = context.loss_scale
         heads = [list(context.task_parameters[name]) for name in self.task_names]
-        if context.task_outputs is None:  # no outputs to start from: K backwards via vmap
-            return self._backward_features_batched(losses, context)
-        outputs = [context.task_outputs[name] for name in self.task_names]
-        rows, head_grads = feature_rows(scaled(losses, scale), shared, outputs, heads)
+        leaves = [context.task_representations[name] for name in self.task_names]
+        rows, head_grads = split_rows(scaled(losses, scale), leaves, heads)
         jacobian = scaled(rows.flatten(1).float(), 1 / scale)
         aggregation = self.aggregate(jacobian, losses.detach())
         weights = aggregation.weights.detach().to(jacobian.dtype)
@@ -178,27 +178,23 @@ def weight_heads(
                 accumulate_gradient(parameter, weight * grad, copy=False)
 
 
-def feature_rows(
+def split_rows(
     losses: torch.Tensor,
-    shared: torch.Tensor,
-    outputs: Sequence[torch.Tensor],
+    leaves: Sequence[torch.Tensor],
     heads: Sequence[Sequence[torch.nn.Parameter]],
 ) -> tuple[torch.Tensor, list[tuple[torch.Tensor | None, ...]]]:
-    """∂L_k/∂z ([K, *z.shape]) and each head's ∇L_k, from the task outputs.
+    """∂L_k/∂z ([K, *z.shape]) and each head's ∇L_k, in one ordinary backward.
 
-    L_k depends on the batch only through output k, so one ordinary backward of Σ_k L_k to the
-    outputs gives every ∂L_k/∂o_k; a vector-Jacobian product per head then carries it to z and
-    to the head's parameters. No vmap: cheaper than K backwards for small heads.
+    Task k's head was applied to its own leaf copy of z, so ∂(Σ_j L_j)/∂leaf_k = ∂L_k/∂z and
+    the heads' gradients come unmixed: no vmap and no backward per task.
     """
-    deltas = torch.autograd.grad(losses.sum(), list(outputs), retain_graph=True)
-    rows, head_grads = [], []
-    for output, delta, head in zip(outputs, deltas, heads):
-        grads = torch.autograd.grad(
-            output, [shared, *head], delta, retain_graph=True, allow_unused=True
-        )
-        rows.append(torch.zeros_like(shared) if grads[0] is None else grads[0])
-        head_grads.append(grads[1:])
-    return torch.stack(rows), head_grads
+    flat_heads = [p for head in heads for p in head]
+    grads = torch.autograd.grad(losses.sum(), [*leaves, *flat_heads], allow_unused=True)
+    rows = torch.stack(
+        [torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves)]
+    )
+    rest = iter(grads[len(leaves) :])
+    return rows, [tuple(next(rest) for _ in head) for head in heads]
 
 
 def jacobian_rows(

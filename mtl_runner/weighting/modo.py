@@ -48,6 +48,7 @@ from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradS
 
 
 class MoDo(GradientWeighting):
+    splits_representation = False  # its own backward needs the losses joined to the trunk
     supported_sources = frozenset({GradSource.params})
 
     def __init__(
