@@ -42,13 +42,35 @@ class Progress(str, Enum):
 
 
 class MonitorMode(str, Enum):
+    """``auto``: the direction of the monitored quantity (max for AUROC, min for a loss)."""
+
+    auto = "auto"
     min = "min"
     max = "max"
 
 
+class RunMode(str, Enum):
+    """``single_task``: one model per task, same architecture, budget and splits (the Δm%
+    baseline); ``multi_task``: one model for all tasks."""
+
+    multi_task = "multi_task"
+    single_task = "single_task"
+
+
 class TaskType(str, Enum):
-    classification = "classification"
+    """What a task predicts. ``binary``, ``multiclass`` and ``ordinal`` heads output one logit
+    per class (cross-entropy); ``ordinal`` adds the order-aware metrics (QWK, MAE in stages).
+    ``classification`` is kept as an alias of ``multiclass`` for configs written before."""
+
+    binary = "binary"
+    multiclass = "multiclass"
+    ordinal = "ordinal"
     regression = "regression"
+    classification = "multiclass"  # alias (same member as multiclass)
+
+    @classmethod
+    def _missing_(cls, value: object) -> "TaskType | None":
+        return cls.multiclass if value == "classification" else None
 
 
 class Activation(str, Enum):
@@ -79,7 +101,9 @@ class TrainerConf:
     deterministic: bool = True
     eval_batch_size: int = 8192
     monitor: str = "val/loss"
-    monitor_mode: MonitorMode = MonitorMode.min
+    monitor_mode: MonitorMode = MonitorMode.auto
+    patience: int | None = None
+    min_delta: float = 0.0
     checkpoint: bool = True
     progress: Progress = Progress.auto
 
@@ -93,7 +117,7 @@ class SplitConf:
 
 @dataclass
 class SyntheticTaskConf:
-    type: TaskType = TaskType.classification
+    type: TaskType = TaskType.multiclass
     num_classes: int | None = 2
 
 
@@ -112,6 +136,97 @@ class SyntheticDatasetConf:
 
 
 @dataclass
+class SyntheticCorrelatedTaskConf:
+    """``correlation``: this task's cosine with the first task (null: the dataset's)."""
+
+    type: TaskType = TaskType.regression
+    num_classes: int | None = None
+    correlation: float | None = None
+
+
+@dataclass
+class SyntheticCorrelatedDatasetConf:
+    _target_: str = "mtl_runner.data.synthetic_correlated.make_synthetic_correlated"
+    n: int = 6000
+    num_features: int = 100
+    tasks: dict[str, SyntheticCorrelatedTaskConf] = field(default_factory=dict)
+    correlation: float = 0.5
+    scale: float = 1.0
+    num_sines: int = 10
+    alphas: list[float] | None = None
+    betas: list[float] | None = None
+    noise: float = 0.01
+    seed: int = 0
+    split: SplitConf = field(default_factory=SplitConf)
+
+
+class Imputation(str, Enum):
+    """Fill value of a missing numeric feature, computed on the training rows."""
+
+    median = "median"
+    mean = "mean"
+
+
+class Scaling(str, Enum):
+    """``standard``: (x - mean) / sd; ``robust``: (x - median) / IQR; from the training rows."""
+
+    standard = "standard"
+    robust = "robust"
+    none = "none"
+
+
+@dataclass
+class CsvFeaturesConf:
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CsvPreprocessingConf:
+    impute: Imputation = Imputation.median
+    missing_indicators: bool = False
+    scale: Scaling = Scaling.standard
+
+
+@dataclass
+class CsvTaskConf:
+    """``column``: defaults to the task's name. ``label_map`` keys are raw values (any YAML
+    scalar), its values class names. ``class_weights``: a list, one per class, or "balanced"."""
+
+    type: TaskType = MISSING
+    column: str | None = None
+    classes: list[str] | None = None
+    label_map: dict[Any, str] = field(default_factory=dict)
+    class_weights: Any = None
+
+
+@dataclass
+class CsvSplitConf:
+    """``stratify``: a task name or a list of them; ``group``: a column kept within one split."""
+
+    train: float = 0.7
+    val: float = 0.15
+    test: float = 0.15
+    stratify: Any = None
+    group: str | None = None
+
+
+@dataclass
+class CsvDatasetConf:
+    _target_: str = "mtl_runner.data.csv.make_csv_dataset"
+    path: str = MISSING
+    sep: str = ","
+    missing_values: list[str] = field(default_factory=lambda: ["NA", "N/A", "NaN", "null"])
+    features: CsvFeaturesConf = field(default_factory=CsvFeaturesConf)
+    tasks: dict[str, CsvTaskConf] = field(default_factory=dict)
+    preprocessing: CsvPreprocessingConf = field(default_factory=CsvPreprocessingConf)
+    split: CsvSplitConf = field(default_factory=CsvSplitConf)
+    folds: int | None = None
+    fold: int = 0
+    seed: int = 0
+
+
+@dataclass
 class HPSConf:
     _target_: str = "mtl_runner.models.hps.HardParameterSharing"
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 32])
@@ -120,7 +235,13 @@ class HPSConf:
 
 
 @dataclass
+class ModeConf:
+    type: RunMode = RunMode.multi_task
+
+
+@dataclass
 class Config:
+    mode: ModeConf = field(default_factory=ModeConf)
     dataset: Any = MISSING
     model: Any = MISSING
     weighting: Any = MISSING
@@ -133,4 +254,8 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     store.store(group="schema/dataset", name="synthetic", node=SyntheticDatasetConf)
+    store.store(
+        group="schema/dataset", name="synthetic_correlated", node=SyntheticCorrelatedDatasetConf
+    )
+    store.store(group="schema/dataset", name="csv", node=CsvDatasetConf)
     store.store(group="schema/model", name="hps", node=HPSConf)

@@ -45,6 +45,18 @@ class MultiTaskData:
     def task_names(self) -> tuple[str, ...]:
         return tuple(task.name for task in self.tasks)
 
+    def only(self, task_name: str) -> MultiTaskData:
+        """The same rows and splits with one task: the data of its single-task baseline."""
+        (task,) = (t for t in self.tasks if t.name == task_name)
+
+        def keep(split: Split) -> Split:
+            return Split(split.features, {task_name: split.targets[task_name]})
+
+        info = {**self.info, "single_task": task_name}
+        return MultiTaskData(
+            (task,), keep(self.train), keep(self.val), keep(self.test), self.feature_names, info
+        )
+
     def to(self, device: torch.device) -> MultiTaskData:
         return MultiTaskData(
             self.tasks,
@@ -71,3 +83,31 @@ def split_indices(
     if min(n_train, n_val, n - n_train - n_val) < 1:
         raise ConfigError(f"dataset.n={n} is too small: every split needs at least one row")
     return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
+
+
+def label_summary(tasks: tuple[Task, ...], splits: dict[str, Split]) -> dict[str, object]:
+    """Rows, labelled rows per task and class prevalence per task, for every split.
+
+    ``{"n": {split: rows}, "labelled": {split: {task: count}},
+    "prevalence": {split: {task: {class: fraction of the labelled rows}}}}`` — written to
+    results.json and the log, so a reader sees how rare F4 is in each split.
+    """
+    summary: dict[str, dict] = {"n": {}, "labelled": {}, "prevalence": {}}
+    for split_name, split in splits.items():
+        summary["n"][split_name] = len(split)
+        summary["labelled"][split_name] = {}
+        summary["prevalence"][split_name] = {}
+        for task in tasks:
+            target = split.targets[task.name]
+            labelled = task.labelled(target)
+            count = int(labelled.sum())
+            summary["labelled"][split_name][task.name] = count
+            if not task.is_classification:
+                continue
+            counts = torch.bincount(target[labelled].long().cpu(), minlength=task.output_size)
+            names = task.classes or tuple(str(c) for c in range(task.output_size))
+            summary["prevalence"][split_name][task.name] = {
+                name: (int(c) / count if count else float("nan"))
+                for name, c in zip(names, counts.tolist())
+            }
+    return summary

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtl_runner.data.base import MultiTaskData, Split, split_indices
+from mtl_runner.data.base import MultiTaskData, Split, label_summary, split_indices
 from mtl_runner.errors import ConfigError
 from mtl_runner.schema import TaskType
 from mtl_runner.tasks import Task
@@ -52,7 +52,7 @@ def make_synthetic(
         val=val,
         test=test,
         feature_names=tuple(f"x{i}" for i in range(num_features)),
-        info={"n": {name: len(rows) for name, rows in zip(("train", "val", "test"), parts)}},
+        info=label_summary(task_specs, {"train": train, "val": val, "test": test}),
     )
 
 
@@ -62,8 +62,9 @@ def _task_specs(tasks: Mapping[str, Any]) -> tuple[Task, ...]:
     specs = []
     for name, spec in tasks.items():
         task_type = TaskType(spec["type"])
-        num_classes = spec.get("num_classes") if task_type is TaskType.classification else None
-        if task_type is TaskType.classification and (num_classes is None or num_classes < 2):
+        classification = task_type is not TaskType.regression
+        num_classes = spec.get("num_classes") if classification else None
+        if classification and (num_classes is None or num_classes < 2):
             raise ConfigError(
                 f"dataset.tasks.{name}.num_classes={num_classes} is not allowed: "
                 "a classification task needs at least 2 classes"
@@ -105,9 +106,7 @@ def _label(task: Task, observed: np.ndarray) -> np.ndarray:
 def _split(
     features: np.ndarray, targets: dict[str, np.ndarray], tasks: tuple[Task, ...], rows
 ) -> Split:
-    dtypes = {
-        t.name: torch.long if t.type is TaskType.classification else torch.float32 for t in tasks
-    }
+    dtypes = {t.name: torch.long if t.is_classification else torch.float32 for t in tasks}
     return Split(
         torch.as_tensor(features[rows], dtype=torch.float32),
         {
