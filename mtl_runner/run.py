@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from mtl_runner import __version__
 from mtl_runner.errors import ConfigError, UserError
 from mtl_runner.training.progress import log_to_files_only
-from mtl_runner.training.run_files import RESULTS_FILE, write_json_atomic
+from mtl_runner.training.run_files import RESULTS_FILE, SPLITS_FILE, write_json_atomic
 
 log = logging.getLogger("mtl_runner")
 
@@ -72,55 +72,119 @@ def _train(cfg: DictConfig, out_dir: Path, multirun: bool) -> dict[str, Any]:
     check_trainer(cfg.trainer)
     import torch  # noqa: F401  (deferred: the CLI must start fast)
 
-    from mtl_runner.training.device import autocast_dtype, resolve_device
-    from mtl_runner.training.trainer import Trainer, TrainerSettings, seed_everything
+    from mtl_runner.schema import RunMode
+    from mtl_runner.training.device import resolve_device
+    from mtl_runner.training.trainer import seed_everything
+
+    seed_everything(cfg.trainer.seed, cfg.trainer.deterministic)
+    device = resolve_device(cfg.device)
+    data = instantiate(cfg.dataset)
+    _log_data(data)
+    info = dict(data.info)
+    if "rows" in info:  # the file rows of each split: its own file, results.json stays small
+        write_json_atomic(out_dir / SPLITS_FILE, _json_safe(info.pop("rows")))
+    summary = {"mode": RunMode(cfg.mode.type).value, "data": _json_safe(info)}
+    if RunMode(cfg.mode.type) is RunMode.single_task:
+        from mtl_runner.single_task import train_single_task
+
+        return {**summary, **train_single_task(cfg, data, device, out_dir, multirun)}
+    weighting = _build_weighting(cfg, data.task_names)
+    return {**summary, **fit(cfg, data, weighting, device, out_dir, multirun)}
+
+
+def _build_weighting(cfg: DictConfig, task_names: tuple[str, ...]) -> Any:
     from mtl_runner.weighting import build_weighting
 
+    return build_weighting(cfg.weighting, task_names)
+
+
+def fit(
+    cfg: DictConfig, data: Any, weighting: Any, device: Any, out_dir: Path, multirun: bool
+) -> dict[str, Any]:
+    """Train one model on ``data`` with ``weighting``; the results.json fields of the fit."""
+    from mtl_runner.training.trainer import Trainer
+
+    settings = _settings(cfg, device, multirun)
+    model = instantiate(cfg.model, in_features=data.num_features, tasks=data.tasks)
+    optimizer_factory = _optimizer_factory(cfg.trainer.optimizer)
+    log.info(
+        "%s on %s: tasks %s, device %s",
+        type(weighting).__name__,
+        type(model).__name__,
+        ", ".join(data.task_names),
+        device,
+    )
+    trainer = Trainer(
+        model, weighting, data, optimizer_factory, cfg.trainer.lr, settings, device, out_dir
+    )
+    result = trainer.fit()
+    return {
+        "weighting": cfg.weighting.get("_target_"),
+        "device": str(device),
+        "tasks": list(data.task_names),
+        "n": data.info.get("n"),
+        "epochs_completed": result.epochs_completed,
+        "stopped_early": result.stopped_early,
+        "steps": result.steps,
+        "monitor": settings.monitor,
+        "monitor_mode": "max" if trainer.maximise else "min",
+        "best_epoch": result.best_epoch,
+        "best_value": result.best_value,
+        "val": result.best_val,
+        "test": result.test,
+    }
+
+
+def _settings(cfg: DictConfig, device: Any, multirun: bool) -> Any:
+    from mtl_runner.training.device import autocast_dtype
+    from mtl_runner.training.trainer import TrainerSettings
+
     trainer_cfg = cfg.trainer
-    seed_everything(trainer_cfg.seed, trainer_cfg.deterministic)
-    device = resolve_device(cfg.device)
-    settings = TrainerSettings(
+    return TrainerSettings(
         epochs=trainer_cfg.epochs,
         batch_size=trainer_cfg.batch_size,
         seed=trainer_cfg.seed,
         eval_batch_size=trainer_cfg.eval_batch_size,
         monitor=trainer_cfg.monitor,
         monitor_mode=trainer_cfg.monitor_mode,
+        patience=trainer_cfg.patience,
+        min_delta=trainer_cfg.min_delta,
         checkpoint=trainer_cfg.checkpoint,
         progress=trainer_cfg.progress,
         multirun=multirun,
         autocast_dtype=autocast_dtype(cfg.device, device),
     )
-    data = instantiate(cfg.dataset)
-    model = instantiate(cfg.model, in_features=data.num_features, tasks=data.tasks)
-    weighting = build_weighting(cfg.weighting, data.task_names)
-    optimizer_factory = _optimizer_factory(trainer_cfg.optimizer)
-    log.info(
-        "%s on %s: tasks %s, n %s, device %s",
-        type(weighting).__name__,
-        type(model).__name__,
-        ", ".join(data.task_names),
-        data.info.get("n"),
-        device,
-    )
-    trainer = Trainer(
-        model, weighting, data, optimizer_factory, trainer_cfg.lr, settings, device, out_dir
-    )
-    fit = trainer.fit()
-    return {
-        "weighting": cfg.weighting.get("_target_"),
-        "device": str(device),
-        "tasks": list(data.task_names),
-        "n": data.info.get("n"),
-        "epochs_completed": fit.epochs_completed,
-        "steps": fit.steps,
-        "monitor": settings.monitor,
-        "monitor_mode": str(getattr(settings.monitor_mode, "value", settings.monitor_mode)),
-        "best_epoch": fit.best_epoch,
-        "best_value": fit.best_value,
-        "val": fit.best_val,
-        "test": fit.test,
-    }
+
+
+def _log_data(data: Any) -> None:
+    """n and class prevalence per task per split: how rare the rare classes are, up front."""
+    info = data.info
+    log.info("data: %s rows per split %s", type(data).__name__, info.get("n"))
+    for task in data.tasks:
+        labelled = {s: counts.get(task.name) for s, counts in info.get("labelled", {}).items()}
+        prevalence = {
+            s: {c: round(f, 3) for c, f in per_task[task.name].items()}
+            for s, per_task in info.get("prevalence", {}).items()
+            if task.name in per_task
+        }
+        log.info(
+            "task %s (%s): labelled %s%s",
+            task.name,
+            task.type.value,
+            labelled,
+            f", prevalence {prevalence}" if prevalence else "",
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    """``info`` as plain JSON values (NaN stays NaN: json writes it, pandas reads it)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    return value
 
 
 def instantiate(cfg: DictConfig, **kwargs: Any) -> Any:

@@ -14,9 +14,12 @@ from mtl_runner.weighting import build_weighting, options_schema
 
 register_schemas()
 
-GROUPS = ("dataset", "model", "weighting", "device", "trainer")
+GROUPS = ("mode", "dataset", "model", "weighting", "device", "trainer")
 # values a composed option still needs from the user (`???` in its YAML)
-REQUIRED_VALUES = {("weighting", "fixed"): ["weighting.weights=[1,0.5,0.5]"]}
+REQUIRED_VALUES = {
+    ("weighting", "fixed"): ["weighting.weights=[1,0.5,0.5]"],
+    ("dataset", "csv"): ["dataset.path=cohort.csv"],
+}
 
 
 def group_options() -> list[tuple[str, str]]:
@@ -107,7 +110,8 @@ def test_schema_groups_do_not_leak_into_options() -> None:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         assert "synthetic" not in loader.get_group_options("weighting")
-        assert loader.get_group_options("dataset") == ["synthetic"]
+        assert "csv" not in loader.get_group_options("weighting")
+        assert {"synthetic", "synthetic_correlated"} <= set(loader.get_group_options("dataset"))
 
 
 def test_hydra_settings(compose_config) -> None:

@@ -18,7 +18,12 @@ CONTRACT_COLUMNS = [
     *(f"train/loss/{t}" for t in TASKS),
     *(f"weight/{t}" for t in TASKS),
     *(f"val/loss/{t}" for t in TASKS),
-    *(f"val/accuracy/{t}" for t in TASKS),
+    # the classification metrics of DESIGN.md §4, by family then task
+    *(
+        f"val/{m}/{t}"
+        for m in ("accuracy", "balanced_accuracy", "f1_macro", "auroc", "brier")
+        for t in TASKS
+    ),
 ]
 METHODS = ["equal", "fixed", "inverse_loss", "dwa"]
 METHOD_ARGS = {"fixed": ["weighting.weights=[1,0.5,0.25]"]}
@@ -63,9 +68,11 @@ def test_results_json_reports_the_best_epoch_and_test_once(mtl_run) -> None:
     assert results["best_epoch"] == int(best_row["epoch"])
     assert results["best_value"] == pytest.approx(mean_val_loss.min(), rel=1e-12)
     assert results["val"] == {k: pytest.approx(best_row[k], rel=1e-12) for k in results["val"]}
-    assert set(results["test"]) == {f"test/{q}/{t}" for q in ("loss", "accuracy") for t in TASKS}
+    assert set(results["test"]) == {"test/" + c.split("/", 1)[1] for c in CONTRACT_COLUMNS[10:]}
     assert results["epochs_completed"] == 5 and results["steps"] == 35
     assert results["n"] == {"train": 420, "val": 90, "test": 90}
+    assert results["data"]["labelled"]["val"] == {t: 90 for t in TASKS}
+    assert results["stopped_early"] is False and results["mode"] == "multi_task"
     assert results["wall_time_s"] > 0
     assert {"torch", "hydra", "omegaconf", "mtl_runner", "python"} <= set(results["versions"])
     assert (outcome.run_dir / "checkpoints" / "last.pt").is_file()

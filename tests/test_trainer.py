@@ -24,8 +24,8 @@ from mtl_runner.weighting.base import Combined
 from mtl_runner.weighting.inverse_loss import InverseLoss
 
 TASKS = {
-    "a": {"type": "classification", "num_classes": 5},
-    "b": {"type": "classification", "num_classes": 3},
+    "a": {"type": "multiclass", "num_classes": 5},
+    "b": {"type": "multiclass", "num_classes": 3},
     "r": {"type": "regression"},
 }
 
@@ -83,7 +83,7 @@ def test_logged_loss_is_batch_size_weighted_and_weight_is_the_step_mean(tmp_path
         expected_weight = sum(step[1][k] for step in method.steps) / len(sizes)
         assert row[f"train/loss/{task}"] == pytest.approx(expected_loss, rel=1e-6)
         assert row[f"weight/{task}"] == pytest.approx(expected_weight, rel=1e-6)
-    assert list(row.index[-3:]) == ["val/accuracy/a", "val/accuracy/b", "val/mae/r"]
+    assert list(row.index[-3:]) == ["val/mse/r", "val/mae/r", "val/r2/r"]
 
 
 class InverseGradientNorm(Weighting):

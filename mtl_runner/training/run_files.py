@@ -11,6 +11,7 @@ from typing import IO, Any
 
 METRICS_FILE = "metrics.csv"
 RESULTS_FILE = "results.json"
+SPLITS_FILE = "splits.json"  # which file rows went to which split (CSV datasets)
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -58,6 +59,16 @@ def write_json_atomic(path: Path, content: Mapping[str, Any]) -> None:
     with open(temporary, "w", encoding="utf-8") as handle:
         json.dump(content, handle, indent=2, allow_nan=True, default=str)
         handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text to a temporary file and rename it over ``path`` (all or nothing)."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)

@@ -1,10 +1,11 @@
 """One training loop for every weighting method.
 
-Per step: forward on an in-memory batch, the K unweighted task losses, then the weighting
-method's ``backward`` (which fills the gradients and returns its weights c), then the optimizer.
-Per epoch: the epoch means of the losses and weights, a validation pass, one metrics.csv row,
-the checkpoints. At the end the best checkpoint (by the monitored validation value) is evaluated
-once on the test split. The trainer knows no method by name.
+Per step: forward on an in-memory batch, the K unweighted task losses (each the mean over the
+batch's labelled rows), then the weighting method's ``step`` (which fills the gradients and
+returns its weights c), then the optimizer. Per epoch: the epoch means of the losses and
+weights, a validation pass, one metrics.csv row, the checkpoints, and the early-stopping check.
+At the end the best checkpoint (by the monitored validation value) is evaluated once on the
+test split: model selection never reads it. The trainer knows no method by name.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 
 from mtl_runner.data import MultiTaskData, Split
 from mtl_runner.errors import ConfigError, TrainingDiverged
+from mtl_runner.metrics import HIGHER_IS_BETTER
 from mtl_runner.models import MultiTaskModel
 from mtl_runner.schema import MonitorMode, Progress
 from mtl_runner.training.progress import EpochProgress
@@ -48,7 +50,9 @@ class TrainerSettings:
     seed: int
     eval_batch_size: int = 8192
     monitor: str = MEAN_VAL_LOSS
-    monitor_mode: MonitorMode = MonitorMode.min
+    monitor_mode: MonitorMode = MonitorMode.auto
+    patience: int | None = None
+    min_delta: float = 0.0
     checkpoint: bool = True
     progress: Progress = Progress.auto
     multirun: bool = False
@@ -63,6 +67,7 @@ class FitResult:
     best_value: float | None = None
     best_val: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -157,8 +162,13 @@ class Trainer:
         }
         # shuffling draws from its own CPU generator: the same order on every device
         self._shuffle = torch.Generator().manual_seed(settings.seed)
+        # only data with missing training labels pays for the per-step presence check
+        self._labels_missing = any(
+            not bool(task.labelled(self.data.train.targets[task.name]).all()) for task in self.tasks
+        )
         self.result = FitResult()
         self._best_state: dict[str, torch.Tensor] | None = None
+        self._epochs_since_best = 0
 
     # ----------------------------------------------------------------------------- set-up
     def _parameter_groups(self) -> list[dict[str, Any]]:
@@ -168,13 +178,37 @@ class Trainer:
             groups.append({"params": method_parameters})
         return groups
 
+    def _monitor_choices(self) -> list[str]:
+        """``val/<quantity>`` (its mean over the tasks that have it) or one val column."""
+        columns = [c for c in self.columns if c.startswith("val/")]
+        means = list(dict.fromkeys("/".join(c.split("/")[:2]) for c in columns))
+        return means + columns
+
     def _check_monitor(self) -> None:
-        allowed = [MEAN_VAL_LOSS, *(c for c in self.columns if c.startswith("val/"))]
+        allowed = self._monitor_choices()
         if self.settings.monitor not in allowed:
             raise ConfigError(
                 f"trainer.monitor={self.settings.monitor} is not a validation value: "
                 f"allowed are {', '.join(allowed)}"
             )
+        patience = self.settings.patience
+        if patience is not None and patience < 1:
+            raise ConfigError(
+                f"trainer.patience={patience} is not allowed: use a positive number of epochs, "
+                "or null to train all trainer.epochs"
+            )
+        if not self.settings.min_delta >= 0:
+            raise ConfigError(
+                f"trainer.min_delta={self.settings.min_delta} is not allowed: it must be >= 0"
+            )
+
+    @property
+    def maximise(self) -> bool:
+        """Whether a larger monitored value is better (``monitor_mode=auto``: the metric's)."""
+        mode = self.settings.monitor_mode
+        if mode is MonitorMode.auto:
+            return HIGHER_IS_BETTER[self.settings.monitor.split("/")[1]]
+        return mode is MonitorMode.max
 
     # ----------------------------------------------------------------------------- loop
     def fit(self) -> FitResult:
@@ -198,6 +232,18 @@ class Trainer:
                     self._track_best(epoch, val)
                     self._save_checkpoints(epoch)
                     progress.update(row)
+                    if self._patience_spent():
+                        self.result.stopped_early = True
+                        log.info(
+                            "early stop after epoch %d: %s has not improved for %d epochs "
+                            "(best %.6g at epoch %s)",
+                            epoch,
+                            self.settings.monitor,
+                            self._epochs_since_best,
+                            self.result.best_value,
+                            self.result.best_epoch,
+                        )
+                        break
         finally:
             writer.close()
         self._evaluate_test()
@@ -220,14 +266,14 @@ class Trainer:
         self.model.train()
         # kept per batch and reduced once per epoch: no extra kernels in the step
         batch_losses: list[torch.Tensor] = []
-        batch_sizes: list[int] = []
+        batch_labelled: list[torch.Tensor] = []  # per task: labelled rows (class-weighted)
         step_weights: list[torch.Tensor] = []
         batches = self._batches(self.data.train)
 
         def forward(features: torch.Tensor, targets: dict[str, torch.Tensor], split: bool):
-            losses, shared, copies = self._losses(features, targets, split)
+            losses, labelled, shared, copies = self._losses(features, targets, split)
             batch_losses.append(losses.detach())
-            batch_sizes.append(features.shape[0])
+            batch_labelled.append(labelled)
             return losses, shared, copies
 
         def draw_batch() -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -246,17 +292,27 @@ class Trainer:
                 draw_batch,
                 self._loss_scale(),
                 copies,
+                self._present(batch_labelled[-1]),
             )
-            step_weights.append(self.weighting.backward(losses, context).detach())
+            step_weights.append(self.weighting.step(losses, context).detach())
             self._optimizer_step()
             self.weighting.after_step(lambda f=features, t=targets: self._losses_after_step(f, t))
         self.result.steps += len(step_weights)
-        # float64: the logged means are exact to the float32 values applied
-        sizes = torch.tensor(batch_sizes, dtype=torch.float64, device=self.device)
-        train_losses = (sizes @ torch.stack(batch_losses).double() / sizes.sum()).cpu()
-        mean_weights = torch.stack(step_weights).double().mean(dim=0).cpu()
+        # float64: the logged means are exact to the float32 values applied. Each task's mean
+        # is over its labelled rows; a weight's over the steps in which the task was present.
+        labelled = torch.stack(batch_labelled).double()
+        losses = torch.stack(batch_losses).double()
+        train_losses = ((labelled * losses).sum(0) / labelled.sum(0)).cpu()
+        mean_weights = torch.stack(step_weights).double().nanmean(dim=0).cpu()
         self._check_finite(epoch, train_losses)  # one host sync per epoch, here
         return train_losses, mean_weights
+
+    def _present(self, labelled: torch.Tensor) -> torch.Tensor | None:
+        """The mask of the tasks labelled in this batch, or None when all are (StepContext)."""
+        if not self._labels_missing:
+            return None
+        present = labelled > 0
+        return None if bool(present.all()) else present
 
     @torch.no_grad()
     def _losses_after_step(
@@ -275,9 +331,10 @@ class Trainer:
 
     def _losses(
         self, features: torch.Tensor, targets: dict[str, torch.Tensor], split: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
-        """The K losses and the shared representation z of a batch; with ``split``, each head
-        is applied to its own detached copy of z, returned too (StepContext)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
+        """The K masked-mean losses, their labelled-row weights, and the shared
+        representation z of a batch; with ``split``, each head is applied to its own detached
+        copy of z, returned too (StepContext)."""
         copies = None
         with self._autocast():
             shared = self.model.encode(features)
@@ -286,8 +343,10 @@ class Trainer:
                 outputs = {name: self.model.decode_task(name, z) for name, z in copies.items()}
             else:
                 outputs = self.model.decode(shared)
-        losses = [task.loss(outputs[task.name].float(), targets[task.name]) for task in self.tasks]
-        return torch.stack(losses), shared, copies
+        terms = [t.loss_terms(outputs[t.name].float(), targets[t.name]) for t in self.tasks]
+        totals = torch.stack([total for total, _ in terms])
+        labelled = torch.stack([weight for _, weight in terms]).detach()
+        return totals / labelled.clamp_min(1e-12), labelled, shared, copies
 
     def _backward(self, total: torch.Tensor) -> None:
         if self.scaler.is_enabled():  # fp16 only; skipping it otherwise saves ~10% of a step
@@ -322,15 +381,14 @@ class Trainer:
         chunks = [
             self.model(split.features[start : start + size]) for start in range(0, len(split), size)
         ]
-        values: dict[str, torch.Tensor] = {}
+        values: dict[str, float] = {}
         for task in self.tasks:
             output = torch.cat([chunk[task.name] for chunk in chunks]).float()
             target = split.targets[task.name]
-            values[f"{prefix}/loss/{task.name}"] = task.loss(output, target)
+            values[f"{prefix}/loss/{task.name}"] = float(task.loss(output, target))
             for name, value in task.metrics(output, target).items():
                 values[f"{prefix}/{name}/{task.name}"] = value
-        numbers = torch.stack(list(values.values())).double().cpu().tolist()
-        return dict(zip(values, numbers))
+        return values
 
     def _row(
         self,
@@ -353,19 +411,29 @@ class Trainer:
         return row
 
     def monitored(self, val: dict[str, float]) -> float:
-        if self.settings.monitor == MEAN_VAL_LOSS:
-            return sum(val[f"val/loss/{t}"] for t in self.data.task_names) / len(self.tasks)
-        return val[self.settings.monitor]
+        """The monitored value: one val column, or the mean of a quantity over the tasks
+        (NaN when a task's value is undefined, so such an epoch is never selected)."""
+        monitor = self.settings.monitor
+        if monitor in val:
+            return val[monitor]
+        values = [v for key, v in val.items() if key.startswith(monitor + "/")]
+        return sum(values) / len(values)
 
     def _track_best(self, epoch: int, val: dict[str, float]) -> None:
         value = self.monitored(val)
         best = self.result.best_value
-        improved = best is None or (
-            value < best if self.settings.monitor_mode is MonitorMode.min else value > best
-        )
+        delta = self.settings.min_delta
+        improved = best is None or (value > best + delta if self.maximise else value < best - delta)
         if improved and math.isfinite(value):
             self.result.best_epoch, self.result.best_value, self.result.best_val = epoch, value, val
             self._best_state = copy.deepcopy(self.model.state_dict())
+            self._epochs_since_best = 0
+        else:
+            self._epochs_since_best += 1
+
+    def _patience_spent(self) -> bool:
+        patience = self.settings.patience
+        return patience is not None and self._epochs_since_best >= patience
 
     def _evaluate_test(self) -> None:
         """Evaluate the best checkpoint once on the test split (model selection never sees it)."""
@@ -385,6 +453,7 @@ class Trainer:
             "weighting": self.weighting.state_dict(),
             "best_epoch": self.result.best_epoch,
             "best_value": self.result.best_value,
+            "epochs_since_best": self._epochs_since_best,
             "rng": {**rng_state(), "shuffle": self._shuffle.get_state()},
         }
 

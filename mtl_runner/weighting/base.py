@@ -55,6 +55,9 @@ class StepContext:
       the detached copy of z (a leaf) that task k's head was applied to, by task name. The
       losses then do not reach the trunk: one backward to these leaves gives every ∂L_k/∂z,
       and the method itself sends the trunk its gradient through ``shared_representation``.
+    - ``present``: None when every task has a label in this batch (the usual case); otherwise a
+      boolean [K] mask of the tasks that have one. An absent task's loss is exactly 0 and
+      carries no gradient (see :meth:`Weighting.step`).
     """
 
     backward: Callable[[torch.Tensor], None]
@@ -64,6 +67,7 @@ class StepContext:
     draw_batch: Callable[[], tuple[torch.Tensor, torch.Tensor] | None]
     loss_scale: float = 1.0
     task_representations: Mapping[str, torch.Tensor] | None = None
+    present: torch.Tensor | None = None
 
 
 class Weighting(ABC):
@@ -91,6 +95,27 @@ class Weighting(ABC):
     def backward(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
         """Fill the parameters' gradients for this step and return the weights c ([K])."""
 
+    def step(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
+        """What the trainer calls: :meth:`backward`, after handling tasks absent from the batch.
+
+        When some task has no label in the batch (``context.present``), its loss carries no
+        gradient, so its weight has no meaning for this step: it is returned as NaN (the
+        logged epoch mean averages the steps in which the task was present). The method still
+        sees K losses: the absent ones are replaced by the mean of the present ones, a neutral
+        value that keeps loss-normalising methods (inverse-loss, GLS, IMTL-L) finite and their
+        state K-shaped. Methods that can do better override :meth:`backward_with_absent_tasks`.
+        """
+        if context.present is None:
+            return self.backward(losses, context)
+        return self.backward_with_absent_tasks(losses, context, context.present)
+
+    def backward_with_absent_tasks(
+        self, losses: torch.Tensor, context: StepContext, present: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`backward` for a batch where only the tasks in ``present`` have labels."""
+        weights = self.backward(fill_absent(losses, present), context)
+        return torch.where(present, weights, torch.nan)
+
     def after_step(self, losses_after_step: Callable[[], torch.Tensor]) -> None:
         """Called after each optimizer step; the closure gives the same batch's new losses."""
 
@@ -108,6 +133,13 @@ class Weighting(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             raise ValueError(f"{type(self).__name__} has no state, got keys {sorted(state)}")
+
+
+def fill_absent(losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """The losses with each absent entry replaced by the (detached) mean of the present ones."""
+    detached = losses.detach()
+    mean = (detached * present).sum() / present.sum().clamp_min(1)
+    return torch.where(present, losses, mean)
 
 
 class LossWeighting(Weighting):
