@@ -17,7 +17,12 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from mtl_runner.training.run_files import METRICS_FILE, write_text_atomic
+from mtl_runner.training.run_files import (
+    METRICS_FILE,
+    RESULTS_FILE,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 log = logging.getLogger("mtl_runner")
 
@@ -41,6 +46,7 @@ def train_single_task(
         log.info("single-task baseline %d/%d: %s", len(per_task) + 1, len(data.tasks), task.name)
         only = data.only(task.name)
         per_task[task.name] = fit(task_cfg, only, Equal([task.name]), device, task_dir, multirun)
+        write_json_atomic(task_dir / RESULTS_FILE, {"status": "completed", **per_task[task.name]})
     write_merged_metrics(out_dir, data.task_names)
     return merged_results(per_task)
 

@@ -61,6 +61,8 @@ def assert_one_line(outcome, message: str) -> None:
             ["weighting._target_=torch.nn.Linear"],
             "weighting._target_=torch.nn.Linear is not a weighting method",
         ),
+        (["trainer.patience=0"], "trainer.patience=0 is not allowed"),
+        (["trainer.monitor=val/qwk"], "trainer.monitor=val/qwk is not a validation value"),
     ],
 )
 def test_bad_values(mtl_run, overrides: list[str], message: str) -> None:
@@ -68,6 +70,25 @@ def test_bad_values(mtl_run, overrides: list[str], message: str) -> None:
     assert_one_line(outcome, message)
     results = outcome.results
     assert results["status"] == "failed" and message in results["error"]
+    assert not (outcome.run_dir / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["dataset=penguins", "dataset.path=no_such.csv"], "dataset.path='no_such.csv'"),
+        (["dataset=csv", "dataset.path=x.csv"], "dataset.features lists no column"),
+        (
+            ["dataset=penguins", "dataset.tasks.species.classes=[Adelie,Gentoo]"],
+            "Chinstrap",
+        ),
+        (["dataset=penguins", "dataset.features.numeric=[flipper]"], "flipper"),
+    ],
+)
+def test_bad_data_files_fail_before_training(mtl_run, overrides, message: str) -> None:
+    outcome = mtl_run(*overrides, "trainer.epochs=1", fast=False)
+    assert_one_line(outcome, message)
+    assert outcome.results["status"] == "failed"
     assert not (outcome.run_dir / "metrics.csv").exists()
 
 

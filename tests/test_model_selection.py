@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -124,5 +125,7 @@ def test_single_task_mode_trains_one_model_per_task_with_the_same_files(mtl_run)
         heads = {k.split(".")[1] for k in state["model"] if k.startswith("heads.")}
         assert heads == {task}
         best = results["best_epoch"][task]
+        own_results = json.loads((run_dir / "tasks" / task / "results.json").read_text())
+        assert own_results["best_epoch"] == best and own_results["tasks"] == [task]
         assert results["val"][f"val/accuracy/{task}"] == own[f"val/accuracy/{task}"][best - 1]
     assert set(results["test"]) == set(multi.results["test"])
