@@ -30,6 +30,10 @@ class OutputDirError(UserError):
     """The run or sweep directory cannot be written."""
 
 
+class CheckpointError(UserError):
+    """A checkpoint to resume from is absent, unreadable or does not match the config."""
+
+
 class TrainingDiverged(UserError):
     """A task loss became NaN or infinite; the run stops and is marked failed."""
 

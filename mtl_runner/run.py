@@ -117,6 +117,8 @@ def fit(
     trainer = Trainer(
         model, weighting, data, optimizer_factory, cfg.trainer.lr, settings, device, out_dir
     )
+    if cfg.trainer.resume:
+        trainer.resume_from(Path(cfg.trainer.resume))
     result = trainer.fit()
     return {
         "weighting": cfg.weighting.get("_target_"),
@@ -153,6 +155,7 @@ def _settings(cfg: DictConfig, device: Any, multirun: bool) -> Any:
         progress=trainer_cfg.progress,
         multirun=multirun,
         autocast_dtype=autocast_dtype(cfg.device, device),
+        scheduler=_optimizer_factory(trainer_cfg.scheduler) if trainer_cfg.scheduler else None,
     )
 
 
@@ -199,7 +202,8 @@ def instantiate(cfg: DictConfig, **kwargs: Any) -> Any:
 
 
 def _optimizer_factory(cfg: DictConfig) -> Any:
-    """A callable ``(param_groups, lr=...) -> torch.optim.Optimizer`` from a ``_target_``."""
+    """A callable from a ``_target_`` partial: ``(param_groups, lr=...) -> Optimizer``, or
+    ``(optimizer) -> LR scheduler``."""
     from hydra.utils import instantiate as hydra_instantiate
 
     return hydra_instantiate(cfg, _convert_="all", _partial_=True)

@@ -85,6 +85,9 @@ class DeviceConf:
     type: DeviceType = DeviceType.auto
     index: int | None = None
     precision: Precision = Precision.fp32
+    # torch's intra-op threads; null = auto (torch's default in a single run, the cores divided
+    # by the parallel jobs under hydra/launcher=joblib): mtl_runner.training.threads
+    num_threads: int | None = None
 
 
 def _adam() -> dict[str, Any]:
@@ -104,6 +107,8 @@ class TrainerConf:
     monitor_mode: MonitorMode = MonitorMode.auto
     patience: int | None = None
     min_delta: float = 0.0
+    scheduler: Any = None
+    resume: str | None = None
     checkpoint: bool = True
     progress: Progress = Progress.auto
 

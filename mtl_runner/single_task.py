@@ -55,6 +55,9 @@ def _task_config(cfg: DictConfig, task: Any) -> DictConfig:
     """The run's config with a monitor that the one-task model has (see :func:`task_monitor`)."""
     task_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     task_cfg.trainer.monitor = task_monitor(cfg.trainer.monitor, task)
+    if cfg.trainer.resume:  # each baseline resumes from its own directory, if it had started
+        own = Path(cfg.trainer.resume) / TASKS_DIR / task.name
+        task_cfg.trainer.resume = str(own) if (own / "checkpoints" / "last.pt").is_file() else None
     return task_cfg
 
 

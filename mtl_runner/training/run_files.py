@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from mtl_runner.errors import CheckpointError
+
 METRICS_FILE = "metrics.csv"
 RESULTS_FILE = "results.json"
 SPLITS_FILE = "splits.json"  # which file rows went to which split (CSV datasets)
@@ -22,10 +24,31 @@ class MetricsWriter:
     reader (or a crash) sees whole rows only. ``pd.read_csv`` reads the file with no arguments.
     """
 
-    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+    def __init__(self, path: Path, columns: Sequence[str], keep_rows: int = 0) -> None:
+        """``keep_rows``: a resumed run keeps the file's header and first rows (the epochs of
+        its checkpoint) and appends after them; later rows, from epochs the checkpoint does not
+        cover, are dropped. The kept part is rewritten atomically."""
         self.path = path
         self.columns = tuple(columns)
         self._file: IO[str] | None = None
+        if keep_rows:
+            self._keep(keep_rows)
+
+    def _keep(self, rows: int) -> None:
+        lines = (
+            self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if (self.path.is_file())
+            else []
+        )
+        header = ",".join(self.columns) + "\n"
+        complete = [line for line in lines[1 : rows + 1] if line.endswith("\n")]
+        if not lines or lines[0] != header or len(complete) < rows:
+            raise CheckpointError(
+                f"trainer.resume: {self.path} does not hold the header and the {rows} complete "
+                "rows of the checkpoint's epochs: it is not this run's metrics.csv"
+            )
+        write_text_atomic(self.path, header + "".join(complete))
+        self._file = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115
 
     def write(self, row: Mapping[str, float | int]) -> None:
         unknown = set(row) - set(self.columns)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from mtl_runner.data import MultiTaskData, Split
-from mtl_runner.errors import ConfigError, TrainingDiverged
+from mtl_runner.errors import CheckpointError, ConfigError, TrainingDiverged
 from mtl_runner.metrics import HIGHER_IS_BETTER
 from mtl_runner.models import MultiTaskModel
 from mtl_runner.schema import MonitorMode, Progress
@@ -57,6 +57,7 @@ class TrainerSettings:
     progress: Progress = Progress.auto
     multirun: bool = False
     autocast_dtype: torch.dtype | None = None
+    scheduler: Any = None  # a factory optimizer -> LR scheduler, stepped once per epoch
 
 
 @dataclass
@@ -156,6 +157,7 @@ class Trainer:
         self._check_monitor()
         self.optimizer = optimizer_factory(self._parameter_groups(), lr=lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=settings.autocast_dtype is torch.float16)
+        self.scheduler = settings.scheduler(self.optimizer) if settings.scheduler else None
         self._shared = tuple(self.model.shared_parameters())
         self._task_parameters = {
             name: tuple(self.model.task_parameters(name)) for name in data.task_names
@@ -169,6 +171,7 @@ class Trainer:
         self.result = FitResult()
         self._best_state: dict[str, torch.Tensor] | None = None
         self._epochs_since_best = 0
+        self._elapsed_before = 0.0  # wall time of the epochs before a resume
 
     # ----------------------------------------------------------------------------- set-up
     def _parameter_groups(self) -> list[dict[str, Any]]:
@@ -212,25 +215,30 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- loop
     def fit(self) -> FitResult:
-        writer = MetricsWriter(self.out_dir / METRICS_FILE, self.columns)
+        first_epoch = self.result.epochs_completed + 1  # > 1 after resume_from
+        writer = MetricsWriter(self.out_dir / METRICS_FILE, self.columns, keep_rows=first_epoch - 1)
         progress = EpochProgress(
             self.settings.progress,
             self.settings.multirun,
             self.settings.epochs,
             self.data.task_names,
         )
-        started = time.perf_counter()
+        started = time.perf_counter() - self._elapsed_before
         try:
             with progress.active():
-                for epoch in range(1, self.settings.epochs + 1):
+                for epoch in range(first_epoch, self.settings.epochs + 1):
+                    if self._patience_spent():  # a resumed run that had already stopped
+                        break
                     train_losses, mean_weights = self._train_epoch(epoch)
                     self.weighting.on_epoch_end(train_losses)
+                    if self.scheduler is not None:
+                        self.scheduler.step()
                     val = self.evaluate(self.data.val, "val")
                     row = self._row(epoch, started, train_losses, mean_weights, val)
                     writer.write(row)
                     self.result.epochs_completed = epoch
                     self._track_best(epoch, val)
-                    self._save_checkpoints(epoch)
+                    self._save_checkpoints(epoch, float(row["time_s"]))
                     progress.update(row)
                     if self._patience_spent():
                         self.result.stopped_early = True
@@ -443,25 +451,89 @@ class Trainer:
         self.result.test = self.evaluate(self.data.test, "test")
 
     # ----------------------------------------------------------------------------- checkpoints
-    def checkpoint_state(self, epoch: int) -> dict[str, Any]:
+    def checkpoint_state(self, epoch: int, time_s: float = 0.0) -> dict[str, Any]:
+        """Everything the next epoch depends on, so a resumed run continues bit for bit."""
         return {
             "epoch": epoch,
             "step": self.result.steps,
+            "time_s": time_s,
+            "columns": list(self.columns),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "scaler": self.scaler.state_dict(),
             "weighting": self.weighting.state_dict(),
             "best_epoch": self.result.best_epoch,
             "best_value": self.result.best_value,
+            "best_val": self.result.best_val,
+            # the best epoch's weights travel with last.pt: resuming needs this one file only
+            "best_model": self._best_state or {},
             "epochs_since_best": self._epochs_since_best,
             "rng": {**rng_state(), "shuffle": self._shuffle.get_state()},
         }
 
-    def _save_checkpoints(self, epoch: int) -> None:
+    def _save_checkpoints(self, epoch: int, time_s: float) -> None:
         if not self.settings.checkpoint:
             return
         directory = self.out_dir / CHECKPOINT_DIR
-        state = self.checkpoint_state(epoch)
-        save_checkpoint_atomic(directory / "last.pt", state)
+        state = self.checkpoint_state(epoch, time_s)
         if self.result.best_epoch == epoch:
             save_checkpoint_atomic(directory / "best.pt", state)
+        save_checkpoint_atomic(directory / "last.pt", state)
+
+    def resume_from(self, run_dir: Path) -> None:
+        """Continue the run in ``run_dir`` from its last checkpoint (before :meth:`fit`)."""
+        if not run_dir.is_dir():
+            raise CheckpointError(f"trainer.resume={run_dir}: no such run directory")
+        path = run_dir / CHECKPOINT_DIR / "last.pt"
+        if not path.is_file():  # killed during its first epoch: nothing to skip
+            log.warning("trainer.resume=%s: no checkpoint yet, training from epoch 1", run_dir)
+            return
+        last = load_checkpoint(path)
+        if last["columns"] != list(self.columns):
+            raise CheckpointError(
+                f"trainer.resume={run_dir}: the checkpoint's metrics.csv columns differ from "
+                "this config's (different tasks or dataset): resume with the run's own config"
+            )
+        self._restore(last, run_dir)
+        self._best_state = last["best_model"] or None
+        log.info("resumed %s after epoch %d (step %d)", run_dir, last["epoch"], last["step"])
+
+    def _restore(self, state: dict[str, Any], run_dir: Path) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.weighting.load_state_dict(state["weighting"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise CheckpointError(
+                f"trainer.resume={run_dir}: the checkpoint does not match this config ({reason})"
+            ) from None
+        self.result.epochs_completed = state["epoch"]
+        self.result.steps = state["step"]
+        self.result.best_epoch = state["best_epoch"]
+        self.result.best_value = state["best_value"]
+        self.result.best_val = state["best_val"]
+        self._epochs_since_best = state["epochs_since_best"]
+        self._elapsed_before = state["time_s"]
+        restore_rng_state(state["rng"])
+        self._shuffle.set_state(state["rng"]["shuffle"])
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint loaded with ``weights_only=True``; one-line errors when absent or broken."""
+    if not path.is_file():
+        raise CheckpointError(
+            f"trainer.resume: no checkpoint at {path} (was the run started with "
+            "trainer.checkpoint=false, or killed before its first epoch ended?)"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, not a checkpoint, or not loadable safely
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise CheckpointError(
+            f"trainer.resume: {path} is not a readable checkpoint ({reason})"
+        ) from None
