@@ -90,7 +90,13 @@ class Bench:
         losses, z, copies = self.forward(method.splits_representation)
         self.optimizer.zero_grad(set_to_none=True)
         context = StepContext(
-            lambda total: total.backward(), self.shared, self.heads, z, lambda: None, 1.0, copies
+            backward=lambda total: total.backward(),
+            shared_parameters=self.shared,
+            task_parameters=self.heads,
+            shared_representation=z,
+            draw_batch=lambda: None,
+            loss_scale=1.0,
+            task_representations=copies,
         )
         method.backward(losses, context)
         self.optimizer.step()

@@ -5,7 +5,8 @@ rank-deficient, and scaled by 1e-8 and 1e8 — the weights are finite and of sha
 that declare ``non_conflicting`` give a direction with ⟨d, g_k⟩ ≥ 0 for every task; methods that
 declare ``permutation_invariant`` permute their weights with the tasks; state survives a
 ``state_dict`` round trip. Then every method trains the default config for 3 epochs on every
-grad source it supports. Adding a method adds it here with no edit.
+grad source it supports, and takes a step in which one task has no label. Adding a method adds
+it here with no edit.
 """
 
 from __future__ import annotations
@@ -18,7 +19,16 @@ import torch
 from omegaconf import OmegaConf
 
 from mtl_runner.config_dir import config_dir
-from mtl_runner.weighting import GradientWeighting, LossWeighting, Weighting, build_weighting
+from mtl_runner.models.hps import HardParameterSharing
+from mtl_runner.schema import TaskType
+from mtl_runner.tasks import MISSING_CLASS, Task
+from mtl_runner.weighting import (
+    GradientWeighting,
+    LossWeighting,
+    StepContext,
+    Weighting,
+    build_weighting,
+)
 
 WEIGHTING_DIR = Path(config_dir()) / "weighting"
 METHODS = sorted(p.stem for p in WEIGHTING_DIR.glob("*.yaml"))
@@ -165,3 +175,59 @@ def test_trains_three_epochs(mtl_run, name: str, source: str) -> None:
     checkpoint = torch.load(outcome.run_dir / "checkpoints" / "last.pt", weights_only=True)
     restored = make_method(name, 3, **({} if source == "none" else {"grad_source": source}))
     restored.load_state_dict(checkpoint["weighting"])
+
+
+def absent_task_step(method: Weighting) -> tuple[torch.Tensor, HardParameterSharing]:
+    """One step on a batch in which task t1 has no label, as the trainer makes it."""
+    torch.manual_seed(0)
+    tasks = [Task(f"t{k}", TaskType.multiclass, 3) for k in range(3)]
+    model = HardParameterSharing(6, tasks, hidden_sizes=[8])
+    features = torch.randn(16, 6)
+    targets = {t.name: torch.randint(3, (16,)) for t in tasks}
+    targets["t1"][:] = MISSING_CLASS
+
+    def forward(split: bool):
+        z = model.encode(features)
+        copies = {t.name: z.detach().requires_grad_() for t in tasks} if split else None
+        outputs = (
+            {n: model.decode_task(n, c) for n, c in copies.items()} if copies else model.decode(z)
+        )
+        return torch.stack([t.loss(outputs[t.name], targets[t.name]) for t in tasks]), z, copies
+
+    losses, z, copies = forward(method.splits_representation)
+    context = StepContext(
+        backward=lambda total: total.backward(),
+        shared_parameters=tuple(model.shared_parameters()),
+        task_parameters={t.name: tuple(model.task_parameters(t.name)) for t in tasks},
+        shared_representation=z,
+        draw_batch=lambda: forward(False)[:2],
+        task_representations=copies,
+        present=torch.tensor([True, False, True]),
+    )
+    return method.step(losses, context), model
+
+
+ABSENT_CASES = [(name, source) for name in METHODS for source in sources(name)]
+
+
+@pytest.mark.parametrize(
+    ("name", "source"), ABSENT_CASES, ids=[f"{n}-{s}" for n, s in ABSENT_CASES]
+)
+def test_a_task_absent_from_the_batch(name: str, source: str) -> None:
+    options = {} if source == "none" else {"grad_source": source}
+    method = make_method(name, 3, **options)
+    weights, model = absent_task_step(method)
+    assert weights.shape == (3,)
+    assert torch.isnan(weights[1]) and torch.isfinite(weights[[0, 2]]).all()
+    head = [p.grad for p in model.task_parameters("t1")]
+    assert all(g is None or torch.count_nonzero(g) == 0 for g in head)  # no label, no gradient
+    shared = [p.grad for p in model.shared_parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in shared)
+
+
+@pytest.mark.parametrize("source", ["params", "features"])
+def test_mgda_with_an_absent_task_balances_the_present_ones(source: str) -> None:
+    # a zero row for the absent task would put the min-norm point at 0: no step at all
+    weights, model = absent_task_step(make_method("mgda", 3, grad_source=source))
+    assert weights[[0, 2]].sum().item() == pytest.approx(1.0)
+    assert any(torch.count_nonzero(p.grad) > 0 for p in model.shared_parameters())

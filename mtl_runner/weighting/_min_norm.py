@@ -41,17 +41,24 @@ def gram_matrix(jacobian: torch.Tensor, exact: bool = False) -> np.ndarray:
     In the Jacobian's dtype by default (one matmul); with ``exact`` the products are taken in
     float64, over blocks of columns so that the float64 copy stays small.
     """
+    jacobian = jacobian.detach()
     if exact and jacobian.dtype != torch.float64:
         num_tasks, width = jacobian.shape
         block = max(1, _GRAM_BLOCK_ELEMENTS // max(num_tasks, 1))
-        gram = torch.zeros(num_tasks, num_tasks, dtype=torch.float64, device=jacobian.device)
-        for start in range(0, width, block):  # a handful of blocks, not a loop over D
-            part = jacobian[:, start : start + block].to(torch.float64)
-            gram += part @ part.T
+        if width <= block:  # the usual case: one float64 copy, one product
+            part = jacobian.to(torch.float64)
+            gram = part @ part.T
+        else:
+            gram = torch.zeros(num_tasks, num_tasks, dtype=torch.float64, device=jacobian.device)
+            for start in range(0, width, block):  # a handful of blocks, not a loop over D
+                part = jacobian[:, start : start + block].to(torch.float64)
+                gram += part @ part.T
     else:
-        gram = (jacobian @ jacobian.T).to(torch.float64)
-    gram = gram.cpu().numpy()
-    return (gram + gram.T) / 2
+        gram = jacobian @ jacobian.T
+    if gram.device.type != "cpu" or gram.dtype not in (torch.float32, torch.float64):
+        gram = gram.to(torch.float64).cpu()
+    gram = gram.numpy().astype(np.float64)  # the same values as torch's conversion
+    return (gram + gram.T) * 0.5
 
 
 def solve_on_gram(
@@ -76,6 +83,8 @@ def psd_factor(gram: np.ndarray) -> np.ndarray:
     eigenvalues, vectors = np.linalg.eigh(gram)
     largest = max(float(eigenvalues[-1]), 0.0)
     keep = eigenvalues > gram.shape[0] * np.finfo(np.float64).eps * largest
+    if keep.all():  # full rank: the same entries without the boolean indexing
+        return (vectors * np.sqrt(eigenvalues)).T
     if not keep.any():
         return np.zeros((1, gram.shape[0]))
     return np.sqrt(eigenvalues[keep])[:, None] * vectors[:, keep].T
@@ -87,20 +96,25 @@ def _nnls(matrix: np.ndarray, target: np.ndarray) -> np.ndarray:
     Should it ever run out of iterations (it ends in about K in practice), the bounded-variable
     least-squares solver takes over.
     """
+    # the public nnls only: SciPy's private kernel would save ~10 µs but its signature is not
+    # stable across the SciPy versions pyproject allows
+    maxiter = 50 * matrix.shape[1] + 50
     try:
-        return nnls(matrix, target, maxiter=50 * matrix.shape[1] + 50)[0]
+        return nnls(matrix, target, maxiter=maxiter)[0]
     except RuntimeError:
-        return lsq_linear(matrix, target, bounds=(0.0, np.inf), method="bvls").x
+        pass
+    return lsq_linear(matrix, target, bounds=(0.0, np.inf), method="bvls").x
 
 
 def min_norm_weights(gram: np.ndarray) -> np.ndarray:
     """α ∈ Δ minimising αᵀMα, exactly (uniform when M = 0, where every α is a minimiser)."""
     num_tasks = gram.shape[0]
-    scale = float(np.max(np.diag(gram)))
+    scale = float(gram.diagonal().max())
     if not scale > 0 or not np.isfinite(scale):
         return np.full(num_tasks, 1.0 / num_tasks)
     factor = psd_factor(gram / scale)  # the minimiser does not depend on the scale of M
-    matrix = np.vstack([factor, np.ones((1, num_tasks))])
+    matrix = np.ones((factor.shape[0] + 1, num_tasks))
+    matrix[:-1] = factor
     target = np.zeros(matrix.shape[0])
     target[-1] = 1.0
     u = _nnls(matrix, target)
@@ -121,7 +135,7 @@ def not_finite(gram: np.ndarray) -> bool:
 def short(weights: np.ndarray, gram: np.ndarray, fraction: float) -> bool:
     """‖Σ c_k g_k‖ ≤ fraction·Σ|c_k|‖g_k‖ (computed from the Gram matrix)."""
     squared_norm = float(weights @ gram @ weights)
-    bound = float(np.abs(weights) @ np.sqrt(np.clip(np.diag(gram), 0.0, None)))
+    bound = float(np.abs(weights) @ np.sqrt(np.maximum(gram.diagonal(), 0.0)))
     return squared_norm <= (fraction * bound) ** 2
 
 
@@ -132,7 +146,9 @@ def negligible(weights: np.ndarray, gram: np.ndarray, dtype: torch.dtype) -> boo
 
 def aggregation(weights: np.ndarray, jacobian: torch.Tensor, zero_direction: bool) -> Aggregation:
     """The weights on the Jacobian's device and dtype; an explicit zero direction if asked."""
-    tensor = torch.as_tensor(weights, dtype=jacobian.dtype).to(jacobian.device)
+    tensor = torch.from_numpy(np.asarray(weights, dtype=np.float64)).to(
+        jacobian.device, jacobian.dtype
+    )
     if zero_direction:
         return Aggregation(tensor, torch.zeros_like(jacobian[0]))
     return Aggregation(tensor)

@@ -83,7 +83,8 @@ class AlignedMTL(GradientWeighting):
         balance = balance_transformation(
             gram_matrix(jacobian), precision(jacobian), self.scale_mode
         )
-        preference = torch.ones(self.num_tasks, dtype=torch.float64)
+        num_tasks = len(losses)  # the rows given: all tasks, or those present in the batch
+        preference = torch.ones(num_tasks, dtype=torch.float64)
         if self.preference is Preference.mean:
-            preference /= self.num_tasks
+            preference /= num_tasks
         return Aggregation(weights=to_weights(balance @ preference, jacobian))

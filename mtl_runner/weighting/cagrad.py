@@ -109,12 +109,11 @@ def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
     if mean_norm <= _ZERO_MEAN_NORM:
         return uniform
     ball = c * mean_norm  # √φ = c‖g₀‖, the radius of the ball around g₀
-    ones = np.ones(num_tasks)
+    cross = mean_products[:, None] + mean_products[None, :]  # b_i + b_j
 
     def inner(radius: float) -> np.ndarray:
         t = radius / ball  # the shift g_k → g_k + t g₀
-        shifted = gram + t * (np.outer(mean_products, ones) + np.outer(ones, mean_products))
-        return min_norm_weights(shifted + (t * mean_norm) ** 2)
+        return min_norm_weights(gram + t * cross + (t * mean_norm) ** 2)
 
     def excess(w: np.ndarray, radius: float) -> float:  # ‖g_w(r)‖/r − 1, decreasing in r
         return float(np.sqrt(max(w @ gram @ w, 0.0))) / radius - 1.0
@@ -124,7 +123,7 @@ def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
         support = w > 0
         size = int(support.sum())
         kkt = np.zeros((size + 1, size + 1))
-        kkt[:size, :size] = gram[np.ix_(support, support)]
+        kkt[:size, :size] = gram[support][:, support]
         kkt[:size, size] = kkt[size, :size] = 1.0
         rhs = np.zeros((size + 1, 2))
         rhs[size, 0] = 1.0
@@ -133,10 +132,9 @@ def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
         sub = kkt[:size, :size]
         a, b, c2 = p @ sub @ p, p @ sub @ q, q @ sub @ q
         # ‖p + t q‖²_M = (t·ball)² with t = r/ball: (c2 − ball²) t² + 2 b t + a = 0
-        roots = np.roots([c2 - ball * ball, 2 * b, a])
-        roots = roots[np.isreal(roots)].real * ball
-        roots = roots[roots > 0]
-        return float(roots.min()) if roots.size else float("nan")
+        roots = [t * ball for t in _quadratic_roots(float(c2 - ball * ball), float(b), float(a))]
+        roots = [r for r in roots if r > 0]
+        return min(roots) if roots else float("nan")
 
     low = _STATIONARY_NORM
     high = float(np.sqrt(np.max(np.diag(gram))))  # ‖g_w‖ ≤ max_k ‖g_k‖ on the simplex
@@ -147,6 +145,20 @@ def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
     if norm < _STATIONARY_NORM:
         return np.zeros(num_tasks)
     return uniform + (ball / norm) * w
+
+
+def _quadratic_roots(a: float, half_b: float, c: float) -> list[float]:
+    """The real roots of a·t² + 2·half_b·t + c = 0 (numerically stable form; a linear or
+    constant equation when a = 0)."""
+    if a == 0:
+        return [-c / (2 * half_b)] if half_b != 0 else []
+    discriminant = half_b * half_b - a * c
+    if discriminant < 0:
+        return []
+    q = -(half_b + np.copysign(np.sqrt(discriminant), half_b))  # no cancellation
+    if q == 0:
+        return [0.0]
+    return [q / a, c / q]
 
 
 def _root(inner, excess, piece_root, low: float, high: float, radius: float):

@@ -75,20 +75,21 @@ def solve_fairgrad(gram: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarr
     value = objective(w)
     magnitude = np.abs(matrix)
 
-    def relative_residual(w: np.ndarray) -> tuple[np.ndarray, float]:
-        target = w ** (-power)
+    def relative_residual(w: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        target = 1.0 / w if power == 1.0 else w ** (-power)
         residual = matrix @ w - target
-        return residual, float(np.max(np.abs(residual) / (magnitude @ w + target)))
+        return residual, float((np.abs(residual) / (magnitude @ w + target)).max()), target
 
-    residual, error = relative_residual(w)
+    residual, error, target = relative_residual(w)
+    diagonal = np.arange(num_tasks)
     for _ in range(_MAX_STEPS):
         if error <= _RELATIVE_RESIDUAL:
             return w * scale ** (-alpha / (alpha + 1.0)), True
-        target = w ** (-power)
         combination = w / w.sum()
         if combination @ matrix @ combination <= tolerance:
             return combination, False  # 0 is (numerically) in the convex hull
-        hessian = matrix + np.diag(power * target / w)
+        hessian = matrix.copy()
+        hessian[diagonal, diagonal] += power * target / w
         try:
             step = -np.linalg.solve(hessian, residual)
         except np.linalg.LinAlgError:  # pragma: no cover - the Hessian is positive definite
@@ -103,7 +104,7 @@ def solve_fairgrad(gram: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarr
         while True:  # Armijo on f, or (where f no longer resolves the decrease) the residual
             candidate = w + size * step
             candidate_value = objective(candidate)
-            candidate_residual, candidate_error = relative_residual(candidate)
+            candidate_residual, candidate_error, candidate_target = relative_residual(candidate)
             if (
                 candidate_value <= value + 1e-4 * size * slope
                 or candidate_error <= 0.5 * error
@@ -111,10 +112,10 @@ def solve_fairgrad(gram: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarr
             ):
                 break
             size *= 0.5
-        if not np.isfinite(candidate_value) or np.array_equal(candidate, w):
+        if not np.isfinite(candidate_value) or (candidate == w).all():
             break
         w, value = candidate, candidate_value
-        residual, error = candidate_residual, candidate_error
+        residual, error, target = candidate_residual, candidate_error, candidate_target
     return w / w.sum(), False
 
 

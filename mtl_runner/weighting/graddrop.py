@@ -101,14 +101,21 @@ class GradDrop(GradientWeighting):
 
     def _masks(self, signals: torch.Tensor) -> torch.Tensor:
         """ℓ + (1 − ℓ) M_k for the columns of ``signals`` ([K, N])."""
+        keep = self._keep(signals)
+        if self.leak == 0.0:  # ℓ + (1 − ℓ)·M = M exactly
+            return keep.to(signals.dtype)
+        return self.leak + (1.0 - self.leak) * keep.to(signals.dtype)
+
+    def _keep(self, signals: torch.Tensor) -> torch.Tensor:
+        """M_k (bool) for the columns of ``signals`` ([K, N])."""
         total = signals.sum(0)
         magnitude = signals.abs().sum(0)
         tiny = torch.finfo(signals.dtype).tiny
-        ratio = torch.where(magnitude > 0, total / magnitude.clamp_min(tiny), 0.0)
+        # where Σ|∇| = 0 every ∇ is 0, so Σ∇ / tiny is exactly 0: no torch.where needed
+        ratio = total / magnitude.clamp_min(tiny)
         purity = 0.5 * (1.0 + ratio.clamp(-1.0, 1.0))
         draw = torch.rand(purity.shape, dtype=signals.dtype, device=signals.device)
-        keep = (purity > draw) & (signals > 0) | (purity < draw) & (signals < 0)
-        return self.leak + (1.0 - self.leak) * keep.to(signals.dtype)
+        return (purity > draw) & (signals > 0) | (purity < draw) & (signals < 0)
 
     def _combine(self, jacobian: torch.Tensor, masks: torch.Tensor) -> Aggregation:
         direction = (masks * jacobian).sum(0)

@@ -29,7 +29,7 @@ from typing import ClassVar
 import torch
 
 from mtl_runner.errors import ConfigError
-from mtl_runner.weighting.base import StepContext, Weighting
+from mtl_runner.weighting.base import StepContext, Weighting, fill_absent
 
 
 class GradSource(str, Enum):
@@ -55,6 +55,9 @@ class GradientWeighting(Weighting):
     #: the grad sources the method supports; composing another fails with a clear message
     supported_sources: ClassVar[frozenset[GradSource]] = frozenset(GradSource)
     splits_representation = True  # the backward below sends the trunk its gradient itself
+    #: ``aggregate`` works on the rows of any subset of the tasks (False when it reads K-sized
+    #: settings, such as a preference vector): used for batches where a task has no label
+    aggregates_task_subsets: ClassVar[bool] = True
 
     def __init__(self, task_names: Sequence[str], grad_source: GradSource = GradSource.params):
         super().__init__(task_names)
@@ -69,6 +72,31 @@ class GradientWeighting(Weighting):
     @abstractmethod
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
         """Weights (and optionally a direction) from J ([K, D]) and the detached losses ([K])."""
+
+    def backward_with_absent_tasks(
+        self, losses: torch.Tensor, context: StepContext, present: torch.Tensor
+    ) -> torch.Tensor:
+        """A stateless method aggregates the rows of the present tasks only: an absent task's
+        row is zero, and a zero row would, e.g., put MGDA's min-norm point at 0 (no step).
+        A method with per-task state or K-sized settings keeps the base behaviour (all K rows,
+        the absent ones zero) so that they stay K-shaped."""
+        stateful = type(self).state_dict is not Weighting.state_dict
+        if stateful or not self.aggregates_task_subsets:
+            return super().backward_with_absent_tasks(losses, context, present)
+        self._present_rows = present.nonzero().squeeze(1)
+        try:
+            weights = self.backward(fill_absent(losses, present), context)
+        finally:
+            self._present_rows = None
+        return torch.where(present, weights, torch.nan)
+
+    def _aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
+        rows = getattr(self, "_present_rows", None)
+        if rows is None:
+            return self.aggregate(jacobian, losses)
+        part = self.aggregate(jacobian[rows], losses[rows])
+        weights = jacobian.new_zeros(len(losses)).index_copy(0, rows, part.weights.to(jacobian))
+        return Aggregation(weights=weights, direction=part.direction)
 
     def backward(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
         if self.grad_source is GradSource.features:
@@ -85,7 +113,7 @@ class GradientWeighting(Weighting):
         shared_jacobian = scaled(
             torch.cat([row.flatten(1) for row in shared_rows], dim=1), 1 / scale
         )
-        aggregation = self.aggregate(shared_jacobian, losses.detach())
+        aggregation = self._aggregate(shared_jacobian, losses.detach())
         weights = aggregation.weights.detach().to(shared_jacobian.dtype)
         direction = aggregation.direction
         if direction is None:
@@ -137,7 +165,7 @@ class GradientWeighting(Weighting):
         leaves = [context.task_representations[name] for name in self.task_names]
         rows, head_grads = split_rows(scaled(losses, scale), leaves, heads)
         jacobian = scaled(rows.flatten(1).float(), 1 / scale)
-        aggregation = self.aggregate(jacobian, losses.detach())
+        aggregation = self._aggregate(jacobian, losses.detach())
         weights = aggregation.weights.detach().to(jacobian.dtype)
         direction = aggregation.direction
         if direction is None:
@@ -154,7 +182,7 @@ class GradientWeighting(Weighting):
         scale = context.loss_scale
         (rows,) = jacobian_rows(losses * scale, [shared], retain_graph=True)
         jacobian = rows.flatten(1).float() / scale
-        aggregation = self.aggregate(jacobian, losses.detach())
+        aggregation = self._aggregate(jacobian, losses.detach())
         weights = aggregation.weights.detach().to(jacobian.dtype)
         if aggregation.direction is None:  # c_k on every part: one ordinary backward
             context.backward((weights.to(losses.dtype) * losses).sum())
@@ -171,11 +199,30 @@ def weight_heads(
     head_grads: Sequence[Sequence[torch.Tensor | None]],
     weights: torch.Tensor,
 ) -> None:
-    """The head of task k gets c_k ∇_head L_k (the gradients are already loss-scaled)."""
-    for head, grads, weight in zip(heads, head_grads, weights.unbind(0)):
-        for parameter, grad in zip(head, grads):
+    """The head of task k gets c_k ∇_head L_k (the gradients are already loss-scaled).
+
+    The gradients are fresh tensors from autograd (nobody else holds them, already in each
+    parameter's dtype and device): they are scaled in place, with one fused call on the CPU.
+    """
+    params, grads, tasks = [], [], []
+    for k, (head, head_grad) in enumerate(zip(heads, head_grads)):
+        for parameter, grad in zip(head, head_grad):
             if grad is not None:
-                accumulate_gradient(parameter, weight * grad, copy=False)
+                params.append(parameter)
+                grads.append(grad.detach())
+                tasks.append(k)
+    if not grads:
+        return
+    if weights.device.type == "cpu" and grads[0].device.type == "cpu":
+        values = weights.tolist()  # on the CPU: no device sync
+        torch._foreach_mul_(grads, [values[k] for k in tasks])
+    else:
+        grads = [g * weights[k].to(g.device, g.dtype) for g, k in zip(grads, tasks)]
+    for parameter, grad in zip(params, grads):
+        if parameter.grad is None:
+            parameter.grad = grad
+        else:
+            parameter.grad.add_(grad)
 
 
 def split_rows(

@@ -96,13 +96,18 @@ class MGDA(GradientWeighting):
         return np.where((n > 0) & np.isfinite(n), n, 1.0)
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
-        losses = losses.detach().double().cpu().numpy()
+        if self.normalization.value != "none":  # the normalisers are computed in numpy
+            losses = losses.detach().double().cpu().numpy()
         weights, gram = solve_on_gram(jacobian, lambda gram: self.weights_from_gram(gram, losses))
         return aggregation(weights, jacobian, negligible(weights, gram, jacobian.dtype))
 
     def weights_from_gram(self, gram: np.ndarray, losses: np.ndarray) -> np.ndarray:
         if not_finite(gram):
             return np.full(self.num_tasks, 1.0 / self.num_tasks)
+        if self.normalization.value == "none":  # n = 1: nothing to divide
+            if self.solver is MGDASolver.exact:
+                return min_norm_weights(gram)
+            return frank_wolfe(gram)
         n = self.normalizers(gram, losses)
         normalized_gram = gram / np.outer(n, n)
         if self.solver is MGDASolver.exact:

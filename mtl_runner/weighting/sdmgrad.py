@@ -85,17 +85,21 @@ class SDMGrad(GradientWeighting):
         return self._update(xi, xi_prime)[0]
 
     def _update(self, xi: torch.Tensor, xi_prime: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        product = (xi @ xi_prime.T).double()
-        finite = torch.isfinite(product).all()
-        scale = product.diagonal().clamp_min(0.0).sqrt().mean().square()
-        product = torch.where(scale > 0, product / scale, product)
-        pull = self.regularization
-        start = self._w.to(product.device)
         # K×K on the host: the inner steps cost microseconds in numpy, far more as torch calls
-        matrix = product.cpu().numpy()
+        product = xi.detach() @ xi_prime.detach().T
+        if product.device.type != "cpu" or product.dtype not in (torch.float32, torch.float64):
+            product = product.double().cpu()
+        matrix = product.numpy().astype(np.float64)
+        finite_host = bool(np.isfinite(matrix).all())
+        finite = torch.tensor(finite_host, device=xi.device)
+        scale = np.sqrt(np.maximum(matrix.diagonal(), 0.0)).mean() ** 2
+        if finite_host and scale > 0:  # a non-finite A keeps the state (see below) unscaled
+            matrix = matrix / scale
+        pull = self.regularization
+        start = self._w
         w = start.cpu().numpy()
         # an overflowed (fp16) product leaves w as it was (the loss scaler skips the step)
-        if np.isfinite(matrix).all():
+        if finite_host:
             target = matrix.mean(axis=1)  # A·𝟙/K
             velocity: np.ndarray | None = None
             for _ in range(self.inner_steps):
@@ -105,7 +109,8 @@ class SDMGrad(GradientWeighting):
                 )
                 w = project_onto_simplex_array(w - self.inner_lr * velocity)
         self._w = torch.from_numpy(w).to(start)
-        return (self._w + pull / self.num_tasks) / (1.0 + pull), finite
+        weights = (self._w + pull / self.num_tasks) / (1.0 + pull)
+        return weights.to(xi.device), finite
 
     def backward(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
         jacobians, head_rows = batch_jacobians(
