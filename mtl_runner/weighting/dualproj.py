@@ -32,6 +32,7 @@ from mtl_runner.weighting._min_norm import DualConeWeighting, dual_cone_projecti
 
 class DualProj(DualConeWeighting):
     aggregates_task_subsets = False  # the preference vector has one entry per task
+
     def project(self, scaled_gram: np.ndarray) -> np.ndarray:
         # one projection: the preference vector u itself
         return dual_cone_projection(scaled_gram, self.preference[None, :])[0]

@@ -33,6 +33,7 @@ from mtl_runner.weighting._min_norm import DualConeWeighting, dual_cone_projecti
 
 class UPGrad(DualConeWeighting):
     aggregates_task_subsets = False  # the preference vector has one entry per task
+
     def project(self, scaled_gram: np.ndarray) -> np.ndarray:
         # one projection per task: u_i·e_i for every i, summed
         return dual_cone_projection(scaled_gram, np.diag(self.preference)).sum(axis=0)
