@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class DeviceType(str, Enum):
@@ -254,8 +254,17 @@ class Config:
     trainer: TrainerConf = field(default_factory=TrainerConf)
 
 
+def path_safe(text: object) -> str:
+    """``${path_safe:...}``: a directory name from override text (``val/auroc`` must not
+    become two nested directories)."""
+    return str(text).replace("/", "_")
+
+
 def register_schemas() -> None:
-    """Store the schemas; group configs extend them via ``/schema/<group>/<name>@_here_``."""
+    """Store the schemas; group configs extend them via ``/schema/<group>/<name>@_here_``.
+    Also registers the resolver the configs' directory names use."""
+    if not OmegaConf.has_resolver("path_safe"):
+        OmegaConf.register_new_resolver("path_safe", path_safe)
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     store.store(group="schema/dataset", name="synthetic", node=SyntheticDatasetConf)

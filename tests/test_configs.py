@@ -15,6 +15,8 @@ from mtl_runner.weighting import build_weighting, options_schema
 register_schemas()
 
 GROUPS = ("mode", "dataset", "model", "weighting", "device", "trainer")
+# presets of several jobs (`# @package _global_`): they set values of the groups above and hydra.*
+PRESET_GROUPS = ("sweep", "hparams_search")
 # values a composed option still needs from the user (`???` in its YAML)
 REQUIRED_VALUES = {
     ("weighting", "fixed"): ["weighting.weights=[1,0.5,0.5]"],
@@ -26,10 +28,10 @@ def group_options() -> list[tuple[str, str]]:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         groups = set(loader.list_groups("")) - {"hydra", "schema"}
-        assert groups == set(GROUPS), f"config groups changed: {sorted(groups)}"
+        assert groups == {*GROUPS, *PRESET_GROUPS}, f"config groups changed: {sorted(groups)}"
         return [
             (group, option)
-            for group in GROUPS
+            for group in (*GROUPS, *PRESET_GROUPS)
             for option in loader.get_group_options(group, results_filter=ObjectType.CONFIG)
         ]
 
@@ -121,5 +123,5 @@ def test_hydra_settings(compose_config) -> None:
     dirs = OmegaConf.to_container(cfg.hydra, resolve=False)
     assert dirs["run"]["dir"].startswith("outputs/runs/${now:%Y-%m-%d_%H-%M-%S_%f}_")
     assert dirs["sweep"]["dir"].startswith("outputs/multiruns/")
-    assert dirs["sweep"]["subdir"] == "${hydra.job.num}_${hydra.job.override_dirname}"
+    assert dirs["sweep"]["subdir"] == "${hydra.job.num}_${path_safe:${hydra.job.override_dirname}}"
     assert cfg.hydra.job.config.override_dirname.exclude_keys == ["trainer.seed"]

@@ -155,7 +155,7 @@ def test_a_failing_job_in_a_sweep_does_not_stop_the_others(mtl_run, tmp_path: Pa
     outcome = mtl_run("-m", "trainer.epochs=0,2", f"hydra.sweep.dir={sweep}")
     assert outcome.code == 1
     assert "trainer.epochs=0 is not allowed" in outcome.stderr
-    failed, completed = sorted(p for p in sweep.iterdir() if p.is_dir())
+    failed, completed = sorted(p for p in sweep.iterdir() if (p / "results.json").is_file())
     assert json.loads((failed / "results.json").read_text())["status"] == "failed"
     assert json.loads((completed / "results.json").read_text())["status"] == "completed"
     assert len(pd.read_csv(completed / "metrics.csv")) == 2

@@ -147,7 +147,7 @@ def test_a_sweep_writes_one_csv_per_job(mtl_run, tmp_path: Path) -> None:
         f"hydra.sweep.dir={sweep}",
     )
     assert outcome.code == 0, outcome.stderr
-    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    jobs = sorted(p.name for p in sweep.iterdir() if (p / "results.json").is_file())
     # the seed is not part of a job's name (DESIGN.md §4)
     fast = "dataset.n=600,trainer.batch_size=64,trainer.epochs=4,trainer.progress=log"
     assert jobs == [
