@@ -166,6 +166,9 @@ def test_groups_leave_out_seed_fold_and_hydra_overrides(sweep: Path) -> None:
     assert len(by_group[DWA_GROUP]) == 2  # folds 0 and 1, one with ++trainer.seed
     assert runs.group_name([]) == "default"
     assert runs.group_name(["trainer.seed=3", "hydra/launcher=joblib"]) == "default"
+    # a resumed run (mtl-run --resume adds trainer.resume) stays in its group
+    resumed = ["weighting=dwa", "trainer.resume=/runs/x", "trainer.progress=none"]
+    assert runs.group_name(resumed) == "weighting=dwa"
 
 
 def test_method_is_read_from_the_composed_config(sweep: Path) -> None:
@@ -496,8 +499,8 @@ def test_end_to_end_sweep_has_a_summary(mtl_run, tmp_path: Path) -> None:
     assert outcome.code == 0, outcome.stderr
     table = pd.read_csv(sweep_dir / "summary.csv")
     assert set(table["group"]) == {
-        "dataset.n=300,trainer.epochs=2,trainer.progress=none,weighting=dwa",
-        "dataset.n=300,trainer.epochs=2,trainer.progress=none,weighting=equal",
+        "dataset.n=300,trainer.epochs=2,weighting=dwa",
+        "dataset.n=300,trainer.epochs=2,weighting=equal",
     }
     assert table["baseline"].sum() == len(table) / 2  # the equal group, no single-task run
     assert set(table["method"]) == {"Equal", "DWA"}

@@ -102,7 +102,8 @@ def to_markdown(summary: Summary, n_runs: int, skipped: Sequence[str]) -> str:
         "MR is the mean over the metrics.",
         "- **mean ± std** over a group's runs (seeds × folds), std with ddof = 1 (– for one run); "
         "val = at the best epoch, test = the best checkpoint; n = runs with a finite value.",
-        "- **Groups**: runs with equal overrides once trainer.seed, dataset.fold and hydra.* are "
+        "- **Groups**: runs with equal overrides once trainer.seed, dataset.fold, trainer.resume, "
+        "trainer.progress and hydra.* are "
         "left out.",
         "",
         "## Groups",

@@ -26,6 +26,9 @@ CONFIG_FILE = Path(".hydra") / "config.yaml"
 #: overrides that repeat one configuration rather than change it: runs that differ only in
 #: these are grouped together (their spread is the ± of the table)
 REPETITION_KEYS = ("trainer.seed", "dataset.fold")
+#: overrides that say how a run was carried out, not what it is (a resumed run stays in its
+#: group; the progress display changes nothing)
+BOOKKEEPING_KEYS = ("trainer.resume", "trainer.progress")
 
 #: the method name of single-task baseline runs (``mode=single_task``)
 SINGLE_TASK = "single_task"
@@ -177,7 +180,7 @@ def _override_key(override: str) -> str:
 
 
 def _is_ignored(key: str) -> bool:
-    return key in REPETITION_KEYS or key == "hydra" or key.startswith(("hydra.", "hydra/"))
+    return key in REPETITION_KEYS or key in BOOKKEEPING_KEYS or key == "hydra" or key.startswith(("hydra.", "hydra/"))
 
 
 def _method(results: dict[str, Any], config: dict[str, Any]) -> str:
