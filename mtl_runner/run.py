@@ -106,6 +106,7 @@ def fit(
 
     settings = _settings(cfg, device, multirun)
     model = instantiate(cfg.model, in_features=data.num_features, tasks=data.tasks)
+    _check_grad_source(cfg, model, weighting)
     optimizer_factory = _optimizer_factory(cfg.trainer.optimizer)
     log.info(
         "%s on %s: tasks %s, device %s",
@@ -135,6 +136,17 @@ def fit(
         "val": result.best_val,
         "test": result.test,
     }
+
+
+def _check_grad_source(cfg: DictConfig, model: Any, weighting: Any) -> None:
+    """grad_source=features needs an architecture whose z is shared (MultiTaskModel)."""
+    source = getattr(getattr(weighting, "grad_source", None), "value", None)
+    if source == "features" and not type(model).feature_gradients:
+        raise ConfigError(
+            f"weighting.grad_source=features is not supported by model {type(model).__name__}: "
+            "its representation is one block per task, so per-task gradients with respect to "
+            "it do not meet; use weighting.grad_source=params"
+        )
 
 
 def _settings(cfg: DictConfig, device: Any, multirun: bool) -> Any:

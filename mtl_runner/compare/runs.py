@@ -180,7 +180,12 @@ def _override_key(override: str) -> str:
 
 
 def _is_ignored(key: str) -> bool:
-    return key in REPETITION_KEYS or key in BOOKKEEPING_KEYS or key == "hydra" or key.startswith(("hydra.", "hydra/"))
+    return (
+        key in REPETITION_KEYS
+        or key in BOOKKEEPING_KEYS
+        or key == "hydra"
+        or key.startswith(("hydra.", "hydra/"))
+    )
 
 
 def _method(results: dict[str, Any], config: dict[str, Any]) -> str:

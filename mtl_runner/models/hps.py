@@ -54,10 +54,14 @@ class HardParameterSharing(MultiTaskModel):
     def encode(self, features: torch.Tensor) -> torch.Tensor:
         return self.trunk(features)
 
-    def decode(self, shared: torch.Tensor) -> dict[str, torch.Tensor]:
+    def decode(
+        self, shared: torch.Tensor, features: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         return {name: head(shared) for name, head in self.heads.items()}
 
-    def decode_task(self, task: str, shared: torch.Tensor) -> torch.Tensor:
+    def decode_task(
+        self, task: str, shared: torch.Tensor, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.heads[task](shared)
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:

@@ -303,6 +303,9 @@ class Trainer:
                 self._present(batch_labelled[-1]),
             )
             step_weights.append(self.weighting.step(losses, context).detach())
+            regularization = self.model.regularization()
+            if regularization is not None:  # the architecture's own term, weight 1
+                self._backward(regularization)
             self._optimizer_step()
             self.weighting.after_step(lambda f=features, t=targets: self._losses_after_step(f, t))
         self.result.steps += len(step_weights)
@@ -348,9 +351,11 @@ class Trainer:
             shared = self.model.encode(features)
             if split:
                 copies = {t.name: shared.detach().requires_grad_() for t in self.tasks}
-                outputs = {name: self.model.decode_task(name, z) for name, z in copies.items()}
+                outputs = {
+                    name: self.model.decode_task(name, z, features) for name, z in copies.items()
+                }
             else:
-                outputs = self.model.decode(shared)
+                outputs = self.model.decode(shared, features)
         terms = [t.loss_terms(outputs[t.name].float(), targets[t.name]) for t in self.tasks]
         totals = torch.stack([total for total, _ in terms])
         labelled = torch.stack([weight for _, weight in terms]).detach()
