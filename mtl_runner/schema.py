@@ -240,6 +240,77 @@ class HPSConf:
 
 
 @dataclass
+class MMoEConf:
+    _target_: str = "mtl_runner.models.mmoe.MMoE"
+    num_experts: int = 8
+    expert_sizes: list[int] = field(default_factory=lambda: [32])
+    tower_sizes: list[int] = field(default_factory=lambda: [16])
+    activation: Activation = Activation.relu
+    dropout: float = 0.0
+
+
+@dataclass
+class CGCConf:
+    _target_: str = "mtl_runner.models.cgc.CGC"
+    shared_experts: int = 2
+    task_experts: int = 1
+    expert_sizes: list[int] = field(default_factory=lambda: [32])
+    tower_sizes: list[int] = field(default_factory=lambda: [16])
+    activation: Activation = Activation.relu
+    dropout: float = 0.0
+
+
+@dataclass
+class PLEConf:
+    _target_: str = "mtl_runner.models.ple.PLE"
+    levels: int = 2
+    shared_experts: int = 2
+    task_experts: int = 1
+    expert_sizes: list[int] = field(default_factory=lambda: [32])
+    tower_sizes: list[int] = field(default_factory=lambda: [16])
+    activation: Activation = Activation.relu
+    dropout: float = 0.0
+
+
+class StitchType(str, Enum):
+    """Cross-stitch units: ``layer``, one K×K matrix per unit; ``channel``, one per hidden unit."""
+
+    layer = "layer"
+    channel = "channel"
+
+
+@dataclass
+class CrossStitchConf:
+    _target_: str = "mtl_runner.models.cross_stitch.CrossStitch"
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 32])
+    activation: Activation = Activation.relu
+    dropout: float = 0.0
+    stitch: StitchType = StitchType.layer
+    self_weight: float = 0.9
+
+
+class DSelectKGateType(str, Enum):
+    """DSelect-k gates: ``static``, one selection per task; ``per_example``, from the input."""
+
+    static = "static"
+    per_example = "per_example"
+
+
+@dataclass
+class DSelectKConf:
+    _target_: str = "mtl_runner.models.dselect_k.DSelectK"
+    num_experts: int = 8
+    top_k: int = 2
+    expert_sizes: list[int] = field(default_factory=lambda: [32])
+    tower_sizes: list[int] = field(default_factory=lambda: [16])
+    gamma: float = 1.0
+    entropy_weight: float = 1e-6
+    gate: DSelectKGateType = DSelectKGateType.static
+    activation: Activation = Activation.relu
+    dropout: float = 0.0
+
+
+@dataclass
 class ModeConf:
     type: RunMode = RunMode.multi_task
 
@@ -273,3 +344,8 @@ def register_schemas() -> None:
     )
     store.store(group="schema/dataset", name="csv", node=CsvDatasetConf)
     store.store(group="schema/model", name="hps", node=HPSConf)
+    store.store(group="schema/model", name="mmoe", node=MMoEConf)
+    store.store(group="schema/model", name="cgc", node=CGCConf)
+    store.store(group="schema/model", name="ple", node=PLEConf)
+    store.store(group="schema/model", name="cross_stitch", node=CrossStitchConf)
+    store.store(group="schema/model", name="dselect_k", node=DSelectKConf)
