@@ -152,3 +152,22 @@ def test_label_summary_counts_labelled_rows_and_prevalence() -> None:
     train_b = data.train.targets["b"][:4].tolist()
     prevalence = data.info["prevalence"]["train"]["b"]
     assert prevalence == {str(c): train_b.count(c) / 4 for c in range(3)}
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        Task("t", TaskType.multiclass, 3),
+        Task("w", TaskType.multiclass, 3, class_weights=(1.0, 2.0, 0.5)),
+        Task("r", TaskType.regression),
+    ],
+)
+def test_the_fully_labelled_fast_path_gives_the_masked_value(task: Task) -> None:
+    generator = torch.Generator().manual_seed(1)
+    output = torch.randn(32, task.output_size, generator=generator)
+    if task.is_classification:
+        target = torch.randint(3, (32,), generator=generator)
+    else:
+        target = torch.randn(32, generator=generator)
+    fast, masked = task.unmasked_loss(output, target), task.loss(output, target)
+    assert fast.item() == pytest.approx(masked.item(), rel=1e-6)

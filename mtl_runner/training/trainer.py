@@ -164,9 +164,13 @@ class Trainer:
         }
         # shuffling draws from its own CPU generator: the same order on every device
         self._shuffle = torch.Generator().manual_seed(settings.seed)
-        # only data with missing training labels pays for the per-step presence check
+        # only data with missing training labels pays for the masked losses and the per-step
+        # presence check; class weights take the masked path too, so that the logged epoch mean
+        # is over the labelled rows' weights as in every masked run
         self._labels_missing = any(
-            not bool(task.labelled(self.data.train.targets[task.name]).all()) for task in self.tasks
+            task.class_weights is not None
+            or not bool(task.labelled(self.data.train.targets[task.name]).all())
+            for task in self.tasks
         )
         self.result = FitResult()
         self._best_state: dict[str, torch.Tensor] | None = None
@@ -274,14 +278,15 @@ class Trainer:
         self.model.train()
         # kept per batch and reduced once per epoch: no extra kernels in the step
         batch_losses: list[torch.Tensor] = []
-        batch_labelled: list[torch.Tensor] = []  # per task: labelled rows (class-weighted)
+        # per batch and task: labelled rows (class-weighted); the batch size when all are
+        batch_labelled: list[torch.Tensor | int] = []
         step_weights: list[torch.Tensor] = []
         batches = self._batches(self.data.train)
 
         def forward(features: torch.Tensor, targets: dict[str, torch.Tensor], split: bool):
             losses, labelled, shared, copies = self._losses(features, targets, split)
             batch_losses.append(losses.detach())
-            batch_labelled.append(labelled)
+            batch_labelled.append(features.shape[0] if labelled is None else labelled)
             return losses, shared, copies
 
         def draw_batch() -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -311,16 +316,20 @@ class Trainer:
         self.result.steps += len(step_weights)
         # float64: the logged means are exact to the float32 values applied. Each task's mean
         # is over its labelled rows; a weight's over the steps in which the task was present.
-        labelled = torch.stack(batch_labelled).double()
         losses = torch.stack(batch_losses).double()
+        if self._labels_missing:
+            labelled = torch.stack(batch_labelled).double()  # type: ignore[arg-type]
+        else:
+            sizes = torch.tensor(batch_labelled, dtype=torch.float64, device=self.device)
+            labelled = sizes[:, None].expand_as(losses)
         train_losses = ((labelled * losses).sum(0) / labelled.sum(0)).cpu()
         mean_weights = torch.stack(step_weights).double().nanmean(dim=0).cpu()
         self._check_finite(epoch, train_losses)  # one host sync per epoch, here
         return train_losses, mean_weights
 
-    def _present(self, labelled: torch.Tensor) -> torch.Tensor | None:
+    def _present(self, labelled: torch.Tensor | int) -> torch.Tensor | None:
         """The mask of the tasks labelled in this batch, or None when all are (StepContext)."""
-        if not self._labels_missing:
+        if not isinstance(labelled, torch.Tensor):
             return None
         present = labelled > 0
         return None if bool(present.all()) else present
@@ -342,10 +351,11 @@ class Trainer:
 
     def _losses(
         self, features: torch.Tensor, targets: dict[str, torch.Tensor], split: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
-        """The K masked-mean losses, their labelled-row weights, and the shared
-        representation z of a batch; with ``split``, each head is applied to its own detached
-        copy of z, returned too (StepContext)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, dict[str, torch.Tensor] | None]:
+        """The K masked-mean losses, their labelled-row weights (None when the training data
+        has every label: the plain mean losses then), and the shared representation z of a
+        batch; with ``split``, each head is applied to its own detached copy of z, returned too
+        (StepContext)."""
         copies = None
         with self._autocast():
             shared = self.model.encode(features)
@@ -356,6 +366,9 @@ class Trainer:
                 }
             else:
                 outputs = self.model.decode(shared, features)
+        if not self._labels_missing:
+            plain = [t.unmasked_loss(outputs[t.name].float(), targets[t.name]) for t in self.tasks]
+            return torch.stack(plain), None, shared, copies
         terms = [t.loss_terms(outputs[t.name].float(), targets[t.name]) for t in self.tasks]
         totals = torch.stack([total for total, _ in terms])
         labelled = torch.stack([weight for _, weight in terms]).detach()
