@@ -89,7 +89,19 @@ def _job(cfg: DictConfig) -> float | None:
     if multirun:
         _check_direction(runtime.sweeper, results)
     # the return value is what a Hydra sweeper (e.g. Optuna) optimises
-    return results.get("best_value")
+    return sweeper_value(results)
+
+
+def sweeper_value(results: dict) -> float | None:
+    """The monitored validation value; for single-task baselines (one per task) their mean
+    when all are optimised the same way, else None (nothing one number could stand for)."""
+    value = results.get("best_value")
+    if not isinstance(value, dict):
+        return value
+    modes = set(results.get("monitor_mode", {}).values())
+    if len(modes) != 1 or any(v is None for v in value.values()):
+        return None
+    return sum(value.values()) / len(value)
 
 
 def _check_direction(sweeper: DictConfig, results: dict) -> None:

@@ -357,3 +357,13 @@ def test_resume_translation_reaches_hydra(tmp_path: Path, monkeypatch, capsys) -
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["weighting"]["temperature"] == 3.0 and cfg["trainer"]["epochs"] == 7
     assert cfg["trainer"]["resume"] == str(run)
+
+
+def test_the_sweeper_value_of_single_task_baselines_is_their_mean() -> None:
+    from mtl_runner.cli import sweeper_value
+
+    assert sweeper_value({"best_value": 0.25}) == 0.25
+    both_min = {"best_value": {"a": 1.0, "b": 2.0}, "monitor_mode": {"a": "min", "b": "min"}}
+    assert sweeper_value(both_min) == 1.5
+    mixed = {"best_value": {"a": 0.9, "b": 2.0}, "monitor_mode": {"a": "max", "b": "min"}}
+    assert sweeper_value(mixed) is None
