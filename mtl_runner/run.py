@@ -37,6 +37,11 @@ def check_trainer(cfg: DictConfig) -> None:
         )
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise ConfigError(f"trainer.lr={cfg.lr} is not allowed: it must be a positive number")
+    if cfg.steps_every is not None and cfg.steps_every < 1:
+        raise ConfigError(
+            f"trainer.steps_every={cfg.steps_every} is not allowed: use a positive number of "
+            "steps, or null for no steps.csv"
+        )
     if cfg.eval_batch_size < 1:
         raise ConfigError(
             f"trainer.eval_batch_size={cfg.eval_batch_size} is not allowed: it must be positive"
@@ -168,6 +173,7 @@ def _settings(cfg: DictConfig, device: Any, multirun: bool) -> Any:
         multirun=multirun,
         autocast_dtype=autocast_dtype(cfg.device, device),
         scheduler=_optimizer_factory(trainer_cfg.scheduler) if trainer_cfg.scheduler else None,
+        steps_every=trainer_cfg.steps_every,
     )
 
 

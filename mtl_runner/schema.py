@@ -109,6 +109,7 @@ class TrainerConf:
     min_delta: float = 0.0
     scheduler: Any = None
     resume: str | None = None
+    steps_every: int | None = None
     checkpoint: bool = True
     progress: Progress = Progress.auto
 

@@ -24,6 +24,7 @@ SETUP = [
     "trainer.progress=log",
     "model.dropout=0.2",
     "weighting=dwa",
+    "trainer.steps_every=5",
     "+trainer.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:2}",
 ]
 
@@ -54,6 +55,9 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
         without_time(pd.read_csv(run_dir / "metrics.csv")),
         without_time(pd.read_csv(reference / "metrics.csv")),
         check_exact=True,
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_csv(run_dir / "steps.csv"), pd.read_csv(reference / "steps.csv"), check_exact=True
     )
     ours = pd.read_json(run_dir / "results.json", typ="series")
     theirs = pd.read_json(reference / "results.json", typ="series")

@@ -177,3 +177,20 @@ def test_log_lines_and_bar(mtl_run) -> None:
     quiet = mtl_run("trainer.progress=none")
     assert "epoch 1/3" not in quiet.stdout and "epochs:" not in quiet.stderr
     assert "epoch 3/3 | train loss" in (quiet.run_dir / "mtl_run.log").read_text()
+
+
+def test_steps_csv_holds_every_nth_step_and_averages_to_the_epoch_weights(mtl_run) -> None:
+    outcome = mtl_run("weighting=rlw", "trainer.steps_every=1")
+    assert outcome.code == 0, outcome.stderr
+    steps = pd.read_csv(outcome.run_dir / "steps.csv")
+    assert list(steps.columns) == [
+        "step", "epoch", *(f"loss/{t}" for t in TASKS), *(f"weight/{t}" for t in TASKS)
+    ]  # fmt: skip
+    assert steps["step"].tolist() == list(range(1, 22))  # 7 steps per epoch, 3 epochs
+    weights = steps[[f"weight/{t}" for t in TASKS]]
+    assert weights.sum(axis=1).to_numpy() == pytest.approx(1.0)  # RLW: a softmax per step
+    epoch_means = weights.groupby(steps["epoch"]).mean().to_numpy()
+    logged = outcome.metrics[[f"weight/{t}" for t in TASKS]].to_numpy()
+    assert epoch_means == pytest.approx(logged, rel=1e-9)
+    every_third = mtl_run("weighting=rlw", "trainer.steps_every=3")
+    assert pd.read_csv(every_third.run_dir / "steps.csv")["step"].tolist() == list(range(3, 22, 3))

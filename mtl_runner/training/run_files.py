@@ -13,6 +13,7 @@ from mtl_runner.errors import CheckpointError
 
 METRICS_FILE = "metrics.csv"
 RESULTS_FILE = "results.json"
+STEPS_FILE = "steps.csv"  # optional: every trainer.steps_every-th step's losses and weights
 SPLITS_FILE = "splits.json"  # which file rows went to which split (CSV datasets)
 CHECKPOINT_DIR = "checkpoints"
 
@@ -45,7 +46,7 @@ class MetricsWriter:
         if not lines or lines[0] != header or len(complete) < rows:
             raise CheckpointError(
                 f"trainer.resume: {self.path} does not hold the header and the {rows} complete "
-                "rows of the checkpoint's epochs: it is not this run's metrics.csv"
+                f"rows the checkpoint covers: it is not this run's {self.path.name}"
             )
         write_text_atomic(self.path, header + "".join(complete))
         self._file = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115

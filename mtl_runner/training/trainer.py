@@ -33,6 +33,7 @@ from mtl_runner.training.progress import EpochProgress
 from mtl_runner.training.run_files import (
     CHECKPOINT_DIR,
     METRICS_FILE,
+    STEPS_FILE,
     MetricsWriter,
     save_checkpoint_atomic,
 )
@@ -58,6 +59,7 @@ class TrainerSettings:
     multirun: bool = False
     autocast_dtype: torch.dtype | None = None
     scheduler: Any = None  # a factory optimizer -> LR scheduler, stepped once per epoch
+    steps_every: int | None = None  # write steps.csv: every n-th step's losses and weights
 
 
 @dataclass
@@ -221,6 +223,14 @@ class Trainer:
     def fit(self) -> FitResult:
         first_epoch = self.result.epochs_completed + 1  # > 1 after resume_from
         writer = MetricsWriter(self.out_dir / METRICS_FILE, self.columns, keep_rows=first_epoch - 1)
+        every = self.settings.steps_every
+        steps_writer = None
+        if every:
+            steps_writer = MetricsWriter(
+                self.out_dir / STEPS_FILE,
+                self._step_columns(),
+                keep_rows=self.result.steps // every,
+            )
         progress = EpochProgress(
             self.settings.progress,
             self.settings.multirun,
@@ -233,7 +243,9 @@ class Trainer:
                 for epoch in range(first_epoch, self.settings.epochs + 1):
                     if self._patience_spent():  # a resumed run that had already stopped
                         break
-                    train_losses, mean_weights = self._train_epoch(epoch)
+                    train_losses, mean_weights, step_rows = self._train_epoch(epoch)
+                    for step_row in step_rows:
+                        steps_writer.write(step_row)  # type: ignore[union-attr]
                     self.weighting.on_epoch_end(train_losses)
                     if self.scheduler is not None:
                         self.scheduler.step()
@@ -258,6 +270,8 @@ class Trainer:
                         break
         finally:
             writer.close()
+            if steps_writer is not None:
+                steps_writer.close()
         self._evaluate_test()
         return self.result
 
@@ -273,14 +287,45 @@ class Trainer:
             stop = start + size
             yield features[start:stop], {name: t[start:stop] for name, t in targets.items()}
 
-    def _train_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the batch-size-weighted mean losses and the mean per-step weights."""
+    def _step_columns(self) -> list[str]:
+        """steps.csv (DESIGN.md §4): ``step``, ``epoch``, ``loss/<task>``, ``weight/<task>``."""
+        names = self.data.task_names
+        return ["step", "epoch", *(f"loss/{t}" for t in names), *(f"weight/{t}" for t in names)]
+
+    def _step_rows(
+        self, epoch: int, losses: list[torch.Tensor], labelled: list, weights: list[torch.Tensor]
+    ) -> list[dict[str, float | int]]:
+        """Every n-th step of the epoch as a steps.csv row (one host sync, here)."""
+        every = self.settings.steps_every
+        if not every:
+            return []
+        first = self.result.steps - len(weights) + 1
+        picked = [i for i in range(len(weights)) if (first + i) % every == 0]
+        if not picked:
+            return []
+        loss_rows = torch.stack([losses[i] for i in picked]).double()
+        if self._labels_missing:  # a batch without a task's label has no loss for it
+            counts = torch.stack([labelled[i] for i in picked])
+            loss_rows = torch.where(counts > 0, loss_rows, torch.nan)
+        weight_rows = torch.stack([weights[i] for i in picked]).double()
+        names = self.data.task_names
+        rows = []
+        for i, loss_row, weight_row in zip(picked, loss_rows.tolist(), weight_rows.tolist()):
+            row: dict[str, float | int] = {"step": first + i, "epoch": epoch}
+            row.update({f"loss/{t}": v for t, v in zip(names, loss_row)})
+            row.update({f"weight/{t}": v for t, v in zip(names, weight_row)})
+            rows.append(row)
+        return rows
+
+    def _train_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+        """The labelled-row mean losses, the mean per-step weights and the steps.csv rows."""
         self.model.train()
         # kept per batch and reduced once per epoch: no extra kernels in the step
         batch_losses: list[torch.Tensor] = []
         # per batch and task: labelled rows (class-weighted); the batch size when all are
         batch_labelled: list[torch.Tensor | int] = []
         step_weights: list[torch.Tensor] = []
+        own_batches: list[int] = []  # each step's own batch (draw_batch adds others between)
         batches = self._batches(self.data.train)
 
         def forward(features: torch.Tensor, targets: dict[str, torch.Tensor], split: bool):
@@ -296,6 +341,7 @@ class Trainer:
         split = self.weighting.splits_representation
         for features, targets in batches:
             losses, shared, copies = forward(features, targets, split)
+            own_batches.append(len(batch_losses) - 1)
             self.optimizer.zero_grad(set_to_none=True)
             context = StepContext(
                 self._backward,
@@ -325,7 +371,13 @@ class Trainer:
         train_losses = ((labelled * losses).sum(0) / labelled.sum(0)).cpu()
         mean_weights = torch.stack(step_weights).double().nanmean(dim=0).cpu()
         self._check_finite(epoch, train_losses)  # one host sync per epoch, here
-        return train_losses, mean_weights
+        step_rows = self._step_rows(
+            epoch,
+            [batch_losses[i] for i in own_batches],
+            [batch_labelled[i] for i in own_batches],
+            step_weights,
+        )
+        return train_losses, mean_weights, step_rows
 
     def _present(self, labelled: torch.Tensor | int) -> torch.Tensor | None:
         """The mask of the tasks labelled in this batch, or None when all are (StepContext)."""
