@@ -11,6 +11,8 @@ The metric names and their directions are fixed here; the CSV columns are
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from mtl_runner.schema import TaskType
@@ -25,19 +27,52 @@ METRICS_BY_TYPE: dict[TaskType, tuple[str, ...]] = {
     TaskType.regression: ("mse", "mae", "r2"),
 }
 
+#: an ordinal task's AUROC of "stage >= k" (e.g. fibrosis >= F2), k = 1..C-1, as clinicians read it
+THRESHOLD_AUROC = re.compile(r"auroc_ge(\d+)")
+
+
+class _Directions(dict):
+    """The direction table, which also knows every ``auroc_ge<k>`` (higher is better)."""
+
+    def __missing__(self, key: object) -> bool:
+        if isinstance(key, str) and THRESHOLD_AUROC.fullmatch(key):
+            return True
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(key) or bool(
+            isinstance(key, str) and THRESHOLD_AUROC.fullmatch(key)
+        )
+
+    def get(self, key: object, default: object = None) -> object:
+        return self[key] if key in self else default  # noqa: SIM401 (self.get is this method)
+
+
 #: direction of every quantity the runner writes: True when higher is better
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "loss": False,
-    "accuracy": True,
-    "balanced_accuracy": True,
-    "f1_macro": True,
-    "auroc": True,
-    "brier": False,
-    "qwk": True,
-    "mae": False,
-    "mse": False,
-    "r2": True,
-}
+HIGHER_IS_BETTER: dict[str, bool] = _Directions(
+    {
+        "loss": False,
+        "accuracy": True,
+        "balanced_accuracy": True,
+        "f1_macro": True,
+        "auroc": True,
+        "brier": False,
+        "qwk": True,
+        "mae": False,
+        "mse": False,
+        "r2": True,
+    }
+)
+
+
+def metric_names(task_type: TaskType, num_classes: int | None) -> tuple[str, ...]:
+    """The metrics of a task, in CSV column order: :data:`METRICS_BY_TYPE`, plus for an
+    ordinal task of C > 2 classes ``auroc_ge1`` .. ``auroc_ge{C-1}`` (P(stage ≥ k) scored by
+    Σ_{c ≥ k} p_c against the binarised label: AUROC for ≥F2, ≥F3, F4)."""
+    names = METRICS_BY_TYPE[TaskType(task_type)]
+    if TaskType(task_type) is TaskType.ordinal and num_classes and num_classes > 2:
+        names = (*names, *(f"auroc_ge{k}" for k in range(1, num_classes)))
+    return names
 
 
 # Label of a missing classification row: tasks.MISSING_CLASS (tasks imports this module, so the
@@ -53,7 +88,7 @@ def compute_metrics(
     predictions: np.ndarray,
     targets: np.ndarray,
 ) -> dict[str, float]:
-    """The metrics of :data:`METRICS_BY_TYPE` ``[task_type]``, in that order, as Python floats.
+    """The metrics of :func:`metric_names`, in that order, as Python floats.
 
     ``predictions``: class probabilities ``[n, C]`` (classification) or values ``[n]``
     (regression). ``targets``: class indices with :data:`_MISSING_CLASS` for a missing label, or
@@ -80,12 +115,15 @@ def compute_metrics(
     * ``qwk`` (ordinal): Cohen's kappa with quadratic weights over ``labels=range(C)``; NaN
       when undefined (no expected disagreement, e.g. labels and predictions one same class).
     * ``mae`` (ordinal): mean ``|argmax - label|``, in stages.
+    * ``auroc_ge<k>`` (ordinal, C > 2): the AUROC of P(stage ≥ k) = Σ_{c ≥ k} p_c for the
+      binarised label stage ≥ k (what hepatologists read for ≥F2, ≥F3, F4); NaN when the split
+      has no row on one side of the threshold.
 
     Regression: ``mse``, ``mae`` and ``r2``; ``r2`` is NaN with fewer than 2 labelled rows or
     constant targets (where sklearn warns, or returns 0 or 1 by convention).
     """
     task_type = TaskType(task_type)
-    names = METRICS_BY_TYPE[task_type]
+    names = metric_names(task_type, num_classes)
     # overflowing or NaN predictions give inf / NaN metrics, not RuntimeWarnings
     with np.errstate(all="ignore"):
         if task_type is TaskType.regression:
@@ -128,6 +166,18 @@ def _classification_metrics(
     if task_type is TaskType.ordinal:
         values["qwk"] = _quadratic_kappa(confusion)
         values["mae"] = np.abs(predicted - y).mean()
+        values.update(_threshold_aurocs(proba, y))
+    return values
+
+
+def _threshold_aurocs(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """``auroc_ge<k>``: AUROC of Σ_{c ≥ k} p_c for the label y ≥ k; NaN when a side is empty."""
+    at_least = np.cumsum(proba[:, ::-1], axis=1)[:, ::-1]  # column k: P(stage >= k)
+    values = {}
+    for k in range(1, proba.shape[1]):
+        positive = y >= k
+        defined = 0 < np.count_nonzero(positive) < len(y)
+        values[f"auroc_ge{k}"] = _binary_auroc(at_least[:, k], positive) if defined else _NAN
     return values
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mtl_runner.metrics import HIGHER_IS_BETTER, METRICS_BY_TYPE
+from mtl_runner.metrics import HIGHER_IS_BETTER, metric_names
 from mtl_runner.schema import TaskType
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class Task:
     @property
     def metric_names(self) -> tuple[str, ...]:
         """Validation metrics besides the loss, in CSV column order."""
-        return METRICS_BY_TYPE[self.type]
+        return metric_names(self.type, self.num_classes)
 
     def labelled(self, target: torch.Tensor) -> torch.Tensor:
         """Boolean mask of the rows whose label is present."""

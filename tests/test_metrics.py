@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from mtl_runner.metrics import HIGHER_IS_BETTER, METRICS_BY_TYPE, compute_metrics
+from mtl_runner.metrics import HIGHER_IS_BETTER, METRICS_BY_TYPE, compute_metrics, metric_names
 from mtl_runner.schema import TaskType
 from mtl_runner.tasks import MISSING_CLASS
 
@@ -31,7 +31,7 @@ def metrics(
     proba = np.asarray(predictions, dtype=np.float64)
     num_classes = None if task_type is TaskType.regression else proba.shape[1]
     result = compute_metrics(task_type, num_classes, proba, np.asarray(targets))
-    assert list(result) == list(METRICS_BY_TYPE[task_type])
+    assert list(result) == list(metric_names(task_type, num_classes))
     assert all(type(value) is float for value in result.values())
     return result
 
@@ -85,6 +85,25 @@ def test_three_classes_by_hand(task_type: TaskType) -> None:
         # row 0 (0+2+4)/4, row 1 (1+0+1)/4, row 2 (8+4+0)/4 -> 20/4 = 5 -> 1 - 1/5
         assert result["qwk"] == pytest.approx(0.8)
         assert result["mae"] == pytest.approx(1 / 4)  # one stage off in one of 4 rows
+        # P(>=1) = p1 + p2 = .3 .8 .9 .8: the positives (y >= 1) .8 .9 .8 all above .3 -> 1
+        assert result["auroc_ge1"] == pytest.approx(1.0)
+        # P(>=2) = p2 = .1 .3 .3 .6: positives .3 .6 vs .1 .3 -> (1 + 1/2 + 1 + 1) / 4
+        assert result["auroc_ge2"] == pytest.approx(0.875)
+
+
+def test_threshold_aurocs_equal_sklearn_and_are_nan_without_one_side() -> None:
+    generator = np.random.default_rng(3)
+    proba = generator.dirichlet(np.ones(5), size=200)
+    y = generator.integers(0, 5, size=200)
+    result = metrics(TaskType.ordinal, proba, y)
+    for k in range(1, 5):
+        expected = skm.roc_auc_score(y >= k, proba[:, k:].sum(axis=1))
+        assert result[f"auroc_ge{k}"] == pytest.approx(expected, rel=1e-12)
+    no_f4 = metrics(TaskType.ordinal, proba, np.minimum(y, 3))  # no row at stage 4
+    assert math.isnan(no_f4["auroc_ge4"]) and math.isfinite(no_f4["auroc_ge3"])
+    assert HIGHER_IS_BETTER["auroc_ge2"] and "auroc_ge3" in HIGHER_IS_BETTER
+    assert HIGHER_IS_BETTER.get("auroc_ge9") is True and "auroc_gex" not in HIGHER_IS_BETTER
+    assert metric_names(TaskType.ordinal, 2) == METRICS_BY_TYPE[TaskType.ordinal]
 
 
 def test_absent_class_averages_the_present_classes() -> None:
@@ -213,6 +232,8 @@ def test_classification_equals_sklearn(task_type: TaskType, num_classes: int, se
     if task_type is TaskType.ordinal:
         expected["qwk"] = skm.cohen_kappa_score(t, predicted, weights="quadratic", labels=labels)
         expected["mae"] = skm.mean_absolute_error(t, predicted)
+        for k in range(1, num_classes if num_classes > 2 else 1):
+            expected[f"auroc_ge{k}"] = skm.roc_auc_score(t >= k, p[:, k:].sum(axis=1))
     assert result == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 

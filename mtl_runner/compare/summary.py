@@ -169,7 +169,7 @@ def aggregate(by_group: dict[str, list[Run]]) -> pd.DataFrame:
     wide[["val_n", "test_n"]] = wide[["val_n", "test_n"]].fillna(0).astype(int)
     wide["method"] = wide["group"].map({g: _method(r) for g, r in by_group.items()})
     wide["runs"] = wide["group"].map({g: len(r) for g, r in by_group.items()})
-    wide["higher_is_better"] = wide["metric"].map(HIGHER_IS_BETTER)  # NaN: direction unknown
+    wide["higher_is_better"] = wide["metric"].map(HIGHER_IS_BETTER.get)  # None: direction unknown
     return _sorted_rows(wide, by_group)
 
 
