@@ -1,8 +1,8 @@
 """Building blocks of the mixture-of-experts architectures (MMoE, CGC, PLE).
 
-MLPs and towers, banks of expert MLPs, softmax gates over an input, one extraction level of
-CGC/PLE, the layout of the shared representation z as named blocks, and the size checks that
-turn a bad config into a one-line :class:`ConfigError`.
+Towers, banks of expert MLPs, softmax gates over an input, one extraction level of CGC/PLE and
+the layout of the shared representation z as named blocks (MLPs and size checks:
+:mod:`mtl_runner.models._layers`).
 """
 
 from __future__ import annotations
@@ -12,46 +12,9 @@ from collections.abc import Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from mtl_runner.errors import ConfigError
+from mtl_runner.models._layers import mlp
 from mtl_runner.models.base import MultiTaskModel
-from mtl_runner.models.hps import _ACTIVATIONS
-from mtl_runner.schema import Activation
 from mtl_runner.tasks import Task
-
-
-def check_sizes(key: str, sizes: Sequence[int], allow_empty: bool = False) -> list[int]:
-    """The widths as ints; one or more positive widths (or none, with ``allow_empty``)."""
-    widths = [int(size) for size in sizes]
-    if (not widths and not allow_empty) or (widths and min(widths) < 1):
-        wanted = "zero or more" if allow_empty else "one or more"
-        raise ConfigError(f"model.{key}={widths} is not allowed: give {wanted} positive widths")
-    return widths
-
-
-def check_count(key: str, value: int, minimum: int, what: str) -> int:
-    """``value`` as an int, at least ``minimum``; ``what`` says why in the message."""
-    count = int(value)
-    if count < minimum:
-        raise ConfigError(f"model.{key}={count} is not allowed: {what}")
-    return count
-
-
-def check_dropout(dropout: float) -> float:
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"model.dropout={dropout} is not allowed: use 0 <= dropout < 1")
-    return float(dropout)
-
-
-def mlp(in_features: int, sizes: Sequence[int], activation: str, dropout: float) -> nn.Sequential:
-    """Linear → activation (→ dropout) for every width in ``sizes`` (empty: the identity)."""
-    layers: list[nn.Module] = []
-    width = in_features
-    for size in sizes:
-        layers += [nn.Linear(width, size), _ACTIVATIONS[Activation(activation).value]()]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        width = size
-    return nn.Sequential(*layers)
 
 
 def tower(

@@ -36,11 +36,9 @@ from mtl_runner.models._experts import (
     ExtractionLevel,
     Layout,
     MixtureOfExperts,
-    check_count,
-    check_dropout,
-    check_sizes,
     require_features,
 )
+from mtl_runner.models._layers import check_count, check_dropout, check_sizes
 from mtl_runner.tasks import Task
 
 

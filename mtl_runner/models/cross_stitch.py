@@ -40,9 +40,9 @@ import torch
 from torch import nn
 
 from mtl_runner.errors import ConfigError
+from mtl_runner.models._layers import activation_layer, check_dropout, check_sizes
 from mtl_runner.models.base import MultiTaskModel
-from mtl_runner.models.hps import _ACTIVATIONS
-from mtl_runner.schema import Activation, StitchType
+from mtl_runner.schema import StitchType
 from mtl_runner.tasks import Task
 
 
@@ -73,14 +73,8 @@ class CrossStitch(MultiTaskModel):
         self_weight: float = 0.9,
     ) -> None:
         super().__init__()
-        hidden_sizes = [int(size) for size in hidden_sizes]
-        if not hidden_sizes or min(hidden_sizes) < 1:
-            raise ConfigError(
-                f"model.hidden_sizes={hidden_sizes} is not allowed: "
-                "give one or more positive widths"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.dropout={dropout} is not allowed: use 0 <= dropout < 1")
+        hidden_sizes = check_sizes("hidden_sizes", hidden_sizes)
+        dropout = check_dropout(dropout)
         if not 0.0 <= self_weight <= 1.0:
             raise ConfigError(
                 f"model.self_weight={self_weight} is not allowed: use 0 <= self_weight <= 1 "
@@ -89,7 +83,6 @@ class CrossStitch(MultiTaskModel):
         self.stitch = StitchType(stitch)
         self.task_names = tuple(task.name for task in tasks)
         count = len(self.task_names)
-        activation_type = _ACTIVATIONS[Activation(activation).value]
         # layers[l][k]: column k's l-th linear layer; alphas[l]: the unit after layer l
         self.layers = nn.ModuleList()
         self.alphas = nn.ParameterList()
@@ -99,7 +92,7 @@ class CrossStitch(MultiTaskModel):
             channels = size if self.stitch is StitchType.channel else None
             self.alphas.append(nn.Parameter(stitch_init(count, self_weight, channels)))
             width = size
-        self.activation = activation_type()
+        self.activation = activation_layer(activation)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.width = width
         self.heads = nn.ModuleDict(

@@ -50,34 +50,12 @@ import torch
 from torch import nn
 
 from mtl_runner.errors import ConfigError
+from mtl_runner.models._layers import check_dropout, check_sizes, mlp
 from mtl_runner.models.base import MultiTaskModel
-from mtl_runner.models.hps import _ACTIVATIONS
-from mtl_runner.schema import Activation, DSelectKGateType
+from mtl_runner.schema import DSelectKGateType
 from mtl_runner.tasks import Task
 
 EPSILON = 1e-6  # inside the entropy's log (as the official code), and the reachability floor
-
-
-def _mlp(
-    in_features: int, sizes: Sequence[int], activation: str, dropout: float
-) -> list[nn.Module]:
-    """Linear → activation (→ dropout) for every width in ``sizes``."""
-    layers: list[nn.Module] = []
-    width = in_features
-    for size in sizes:
-        layers += [nn.Linear(width, size), _ACTIVATIONS[Activation(activation).value]()]
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        width = size
-    return layers
-
-
-def _widths(key: str, sizes: Sequence[int], allow_empty: bool = False) -> list[int]:
-    widths = [int(size) for size in sizes]
-    if (not widths and not allow_empty) or (widths and min(widths) < 1):
-        wanted = "zero or more" if allow_empty else "one or more"
-        raise ConfigError(f"model.{key}={widths} is not allowed: give {wanted} positive widths")
-    return widths
 
 
 def _features(features: torch.Tensor | None) -> torch.Tensor:
@@ -191,18 +169,16 @@ class DSelectK(MultiTaskModel):
             raise ConfigError(
                 f"model.entropy_weight={entropy_weight} is not allowed: it must be >= 0"
             )
-        expert_sizes = _widths("expert_sizes", expert_sizes)
-        tower_sizes = _widths("tower_sizes", tower_sizes, allow_empty=True)
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.dropout={dropout} is not allowed: use 0 <= dropout < 1")
+        expert_sizes = check_sizes("expert_sizes", expert_sizes)
+        tower_sizes = check_sizes("tower_sizes", tower_sizes, allow_empty=True)
+        dropout = check_dropout(dropout)
         self.task_names = tuple(task.name for task in tasks)
         self.gate_type = DSelectKGateType(gate)
         self.entropy_weight = float(entropy_weight)
         self.num_experts = num_experts
         self.expert_width = expert_sizes[-1]
         self.experts = nn.ModuleList(
-            nn.Sequential(*_mlp(in_features, expert_sizes, activation, dropout))
-            for _ in range(num_experts)
+            mlp(in_features, expert_sizes, activation, dropout) for _ in range(num_experts)
         )
         routing = in_features if self.gate_type is DSelectKGateType.per_example else None
         self.gates = nn.ModuleDict(
@@ -215,7 +191,7 @@ class DSelectK(MultiTaskModel):
         self.towers = nn.ModuleDict(
             {
                 task.name: nn.Sequential(
-                    *_mlp(self.expert_width, tower_sizes, activation, dropout),
+                    *mlp(self.expert_width, tower_sizes, activation, dropout),
                     nn.Linear(last, task.output_size),
                 )
                 for task in tasks

@@ -7,17 +7,9 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from mtl_runner.errors import ConfigError
+from mtl_runner.models._layers import check_dropout, check_sizes, mlp
 from mtl_runner.models.base import MultiTaskModel
-from mtl_runner.schema import Activation
 from mtl_runner.tasks import Task
-
-_ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "tanh": nn.Tanh,
-    "silu": nn.SiLU,
-}
 
 
 class HardParameterSharing(MultiTaskModel):
@@ -30,24 +22,10 @@ class HardParameterSharing(MultiTaskModel):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        hidden_sizes = [int(size) for size in hidden_sizes]
-        if not hidden_sizes or min(hidden_sizes) < 1:
-            raise ConfigError(
-                f"model.hidden_sizes={hidden_sizes} is not allowed: "
-                "give one or more positive widths"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.dropout={dropout} is not allowed: use 0 <= dropout < 1")
-        layers: list[nn.Module] = []
-        width = in_features
-        for size in hidden_sizes:
-            layers += [nn.Linear(width, size), _ACTIVATIONS[Activation(activation).value]()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = size
-        self.trunk = nn.Sequential(*layers)
+        hidden_sizes = check_sizes("hidden_sizes", hidden_sizes)
+        self.trunk = mlp(in_features, hidden_sizes, activation, check_dropout(dropout))
         self.heads = nn.ModuleDict(
-            {task.name: nn.Linear(width, task.output_size) for task in tasks}
+            {task.name: nn.Linear(hidden_sizes[-1], task.output_size) for task in tasks}
         )
         self.task_names = tuple(task.name for task in tasks)
 

@@ -35,12 +35,10 @@ from mtl_runner.models._experts import (
     ExpertBank,
     Gate,
     MixtureOfExperts,
-    check_count,
-    check_dropout,
-    check_sizes,
     mix,
     require_features,
 )
+from mtl_runner.models._layers import check_count, check_dropout, check_sizes
 from mtl_runner.tasks import Task
 
 
