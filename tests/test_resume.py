@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from mtl_runner.training.trainer import Trainer
 
@@ -139,4 +138,3 @@ def test_resume_errors_are_one_line(mtl_run, tmp_path: Path) -> None:
     (run_dir / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
     broken = mtl_run(f"trainer.resume={run_dir}")
     assert_one_line(broken, "is not a readable checkpoint")
-    assert torch.load  # the checkpoint above is never loaded unsafely (weights_only=True)

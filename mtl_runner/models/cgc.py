@@ -21,29 +21,19 @@ Sizes: ``shared_experts`` (2, at least 1: with none the tasks share nothing);
 ``expert_sizes`` ([32]) and ``tower_sizes`` ([16]) as in MMoE.
 Differences: the paper's experts and towers are unspecified MLPs and its gates softmax(W x) on
 the input without a bias, as here (DeepCTR's PLE with one level, which also allows gate
-MLPs). CGC is ``model=ple`` with ``levels=1``: the same modules and outputs (checked in
-tests/test_models_moe.py).
+MLPs). CGC is ``model=ple`` with ``levels=1``, and is built as exactly that.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-import torch
-from torch import nn
-
-from mtl_runner.models._experts import (
-    ExtractionLevel,
-    Layout,
-    MixtureOfExperts,
-    require_features,
-)
-from mtl_runner.models._layers import check_count, check_dropout, check_sizes
+from mtl_runner.models.ple import PLE
 from mtl_runner.tasks import Task
 
 
-class CGC(MixtureOfExperts):
-    feature_gradients = True  # every task reads the shared experts' block of z
+class CGC(PLE):
+    """PLE with one extraction level: the task gates read the input x itself."""
 
     def __init__(
         self,
@@ -56,56 +46,14 @@ class CGC(MixtureOfExperts):
         activation: str = "relu",
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        shared_experts = check_count(
-            "shared_experts", shared_experts, 1, "give one or more (with none nothing is shared)"
-        )
-        task_experts = check_count("task_experts", task_experts, 0, "give 0 or more per task")
-        expert_sizes = check_sizes("expert_sizes", expert_sizes)
-        tower_sizes = check_sizes("tower_sizes", tower_sizes, allow_empty=True)
-        dropout = check_dropout(dropout)
-        names = [task.name for task in tasks]
-        self.level = ExtractionLevel(
-            names,
-            shared_experts,
-            task_experts,
+        super().__init__(
             in_features,
-            expert_sizes,
-            activation,
-            dropout,
-            shared_gate=False,
+            tasks,
+            levels=1,
+            shared_experts=shared_experts,
+            task_experts=task_experts,
+            expert_sizes=expert_sizes,
+            tower_sizes=tower_sizes,
+            activation=activation,
+            dropout=dropout,
         )
-        width = expert_sizes[-1]
-        self.layout = Layout()
-        self.layout.add("shared", shared_experts, width)
-        for name in names:
-            self.layout.add(f"task:{name}", task_experts, width)
-        self._make_towers(tasks, width, tower_sizes, activation, dropout)
-
-    def encode(self, features: torch.Tensor) -> torch.Tensor:
-        shared, own = self.level.experts(features, dict.fromkeys(self.task_names, features))
-        return self.layout.pack({"shared": shared, **{f"task:{k}": v for k, v in own.items()}})
-
-    def gate_weights(self, task: str, features: torch.Tensor) -> torch.Tensor:
-        """Task ``task``'s softmax weights over [shared experts, its own experts], [B, S+T]."""
-        return self.level.gates[task](features)
-
-    def decode_task(
-        self, task: str, shared: torch.Tensor, features: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        features = require_features(features, "CGC")
-        mixture = self.level.task_output(
-            task,
-            features,
-            self.layout.block(shared, "shared"),
-            self.layout.block(shared, f"task:{task}"),
-        )
-        return self.towers[task](mixture)
-
-    def _shared_modules(self) -> Iterator[nn.Module]:
-        yield self.level.shared_experts
-        yield self.level.task_experts
-
-    def _task_modules(self, task: str) -> Iterator[nn.Module]:
-        yield self.level.gates[task]
-        yield self.towers[task]

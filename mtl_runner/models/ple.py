@@ -110,7 +110,7 @@ class PLE(MixtureOfExperts):
         self, task: str, shared: torch.Tensor, features: torch.Tensor | None
     ) -> torch.Tensor:
         if len(self.levels) == 1:
-            return require_features(features, "PLE")
+            return require_features(features, type(self).__name__)
         return self.layout.block(shared, f"input:{task}").flatten(1)
 
     def gate_weights(
