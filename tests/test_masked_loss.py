@@ -141,7 +141,7 @@ def test_fully_labelled_data_never_builds_a_presence_mask(tmp_path: Path) -> Non
     trainer = sparse_trainer(method, tmp_path)
     for split in (trainer.data.train,):
         split.targets["b"][:] = 0
-    trainer._labels_missing = False
+    trainer._masked_losses = False
     trainer.fit()
     assert all(present is None for _, present in method.seen)
 

@@ -169,7 +169,7 @@ class Trainer:
         # only data with missing training labels pays for the masked losses and the per-step
         # presence check; class weights take the masked path too, so that the logged epoch mean
         # is over the labelled rows' weights as in every masked run
-        self._labels_missing = any(
+        self._masked_losses = any(
             task.class_weights is not None
             or not bool(task.labelled(self.data.train.targets[task.name]).all())
             for task in self.tasks
@@ -304,7 +304,7 @@ class Trainer:
         if not picked:
             return []
         loss_rows = torch.stack([losses[i] for i in picked]).double()
-        if self._labels_missing:  # a batch without a task's label has no loss for it
+        if self._masked_losses:  # a batch without a task's label has no loss for it
             counts = torch.stack([labelled[i] for i in picked])
             loss_rows = torch.where(counts > 0, loss_rows, torch.nan)
         weight_rows = torch.stack([weights[i] for i in picked]).double()
@@ -363,7 +363,7 @@ class Trainer:
         # float64: the logged means are exact to the float32 values applied. Each task's mean
         # is over its labelled rows; a weight's over the steps in which the task was present.
         losses = torch.stack(batch_losses).double()
-        if self._labels_missing:
+        if self._masked_losses:
             labelled = torch.stack(batch_labelled).double()  # type: ignore[arg-type]
         else:
             sizes = torch.tensor(batch_labelled, dtype=torch.float64, device=self.device)
@@ -418,7 +418,7 @@ class Trainer:
                 }
             else:
                 outputs = self.model.decode(shared, features)
-        if not self._labels_missing:
+        if not self._masked_losses:
             plain = [t.unmasked_loss(outputs[t.name].float(), targets[t.name]) for t in self.tasks]
             return torch.stack(plain), None, shared, copies
         terms = [t.loss_terms(outputs[t.name].float(), targets[t.name]) for t in self.tasks]
