@@ -27,38 +27,11 @@ from scipy.optimize import lsq_linear, nnls
 
 from mtl_runner.errors import ConfigError
 from mtl_runner.weighting._checks import require_non_negative
+from mtl_runner.weighting._gram import as_weights, gram_matrix
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
-#: columns of J turned to float64 at a time when building the Gram matrix (bounds the memory)
-_GRAM_BLOCK_ELEMENTS = 1 << 24
 #: a combination shorter than this fraction of Σ|c_k|‖g_k‖ is recomputed from a float64 Gram
 _SHORT = 1e-2
-
-
-def gram_matrix(jacobian: torch.Tensor, exact: bool = False) -> np.ndarray:
-    """M = J Jᵀ as a symmetric float64 NumPy array.
-
-    In the Jacobian's dtype by default (one matmul); with ``exact`` the products are taken in
-    float64, over blocks of columns so that the float64 copy stays small.
-    """
-    jacobian = jacobian.detach()
-    if exact and jacobian.dtype != torch.float64:
-        num_tasks, width = jacobian.shape
-        block = max(1, _GRAM_BLOCK_ELEMENTS // max(num_tasks, 1))
-        if width <= block:  # the usual case: one float64 copy, one product
-            part = jacobian.to(torch.float64)
-            gram = part @ part.T
-        else:
-            gram = torch.zeros(num_tasks, num_tasks, dtype=torch.float64, device=jacobian.device)
-            for start in range(0, width, block):  # a handful of blocks, not a loop over D
-                part = jacobian[:, start : start + block].to(torch.float64)
-                gram += part @ part.T
-    else:
-        gram = jacobian @ jacobian.T
-    if gram.device.type != "cpu" or gram.dtype not in (torch.float32, torch.float64):
-        gram = gram.to(torch.float64).cpu()
-    gram = gram.numpy().astype(np.float64)  # the same values as torch's conversion
-    return (gram + gram.T) * 0.5
 
 
 def solve_on_gram(
@@ -146,9 +119,7 @@ def negligible(weights: np.ndarray, gram: np.ndarray, dtype: torch.dtype) -> boo
 
 def aggregation(weights: np.ndarray, jacobian: torch.Tensor, zero_direction: bool) -> Aggregation:
     """The weights on the Jacobian's device and dtype; an explicit zero direction if asked."""
-    tensor = torch.from_numpy(np.asarray(weights, dtype=np.float64)).to(
-        jacobian.device, jacobian.dtype
-    )
+    tensor = as_weights(weights, jacobian)
     if zero_direction:
         return Aggregation(tensor, torch.zeros_like(jacobian[0]))
     return Aggregation(tensor)

@@ -186,15 +186,6 @@ def test_float32_gradients_near_pareto_stationarity_use_a_float64_gram(name: str
     torch.testing.assert_close(weights.double(), expected, rtol=1e-6, atol=1e-9)
 
 
-def test_float64_gram_of_float32_gradients_in_blocks(monkeypatch) -> None:
-    from mtl_runner.weighting import _min_norm
-
-    monkeypatch.setattr(_min_norm, "_GRAM_BLOCK_ELEMENTS", 64)  # 21 columns a block for K = 3
-    jacobian = torch.randn(3, 1000)
-    exact = jacobian.double() @ jacobian.double().T
-    np.testing.assert_allclose(_min_norm.gram_matrix(jacobian, exact=True), exact, rtol=1e-14)
-
-
 def test_a_non_converging_nnls_falls_back_to_bounded_least_squares(monkeypatch) -> None:
     from mtl_runner.weighting import _min_norm
 

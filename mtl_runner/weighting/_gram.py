@@ -1,0 +1,53 @@
+"""The Gram matrix M = J Jᵀ and the way back to torch: what every gradient method shares.
+
+Every Gram-based method (the min-norm family, the balancing and the surgery methods) reads only
+the K × K inner products of the task gradients. They are formed here once, with one matmul, and
+handed over as a symmetric float64 NumPy array: the K × K work that follows costs about 1 µs a
+NumPy call against 5–10 µs a torch call on small tensors, which is what keeps a method's solve a
+small share of a training step (benchmarks/gradient_methods.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+#: columns of J turned to float64 at a time for an exact Gram matrix (bounds the temporary copy)
+_BLOCK_ELEMENTS = 1 << 24
+
+
+def gram_matrix(jacobian: torch.Tensor, exact: bool = False) -> np.ndarray:
+    """M = J Jᵀ as a symmetric float64 NumPy array (on the host).
+
+    By default the products are taken in the Jacobian's dtype (one matmul); with ``exact`` in
+    float64, over blocks of columns so that the float64 copy of J stays small.
+    """
+    jacobian = jacobian.detach()
+    if exact and jacobian.dtype != torch.float64:
+        gram = _float64_gram(jacobian)
+    else:
+        gram = jacobian @ jacobian.T
+    if gram.device.type != "cpu" or gram.dtype not in (torch.float32, torch.float64):
+        gram = gram.to(torch.float64).cpu()
+    gram = gram.numpy().astype(np.float64)  # the same values as torch's own conversion
+    return (gram + gram.T) * 0.5
+
+
+def _float64_gram(jacobian: torch.Tensor) -> torch.Tensor:
+    num_tasks, width = jacobian.shape
+    block = max(1, _BLOCK_ELEMENTS // max(num_tasks, 1))
+    if width <= block:  # the usual case: one float64 copy, one product
+        part = jacobian.to(torch.float64)
+        return part @ part.T
+    gram = torch.zeros(num_tasks, num_tasks, dtype=torch.float64, device=jacobian.device)
+    for start in range(0, width, block):  # a handful of blocks, not a loop over D
+        part = jacobian[:, start : start + block].to(torch.float64)
+        gram += part @ part.T
+    return gram
+
+
+def as_weights(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """Host float64 values ([K]) as a tensor on ``like``'s device and in its dtype."""
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)).to(
+        like.device, like.dtype
+    )
