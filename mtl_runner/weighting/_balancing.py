@@ -10,6 +10,7 @@ dtype).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -35,7 +36,7 @@ class Spectrum(NamedTuple):
 def spectrum(gram: np.ndarray, eps: float) -> Spectrum | None:
     """The spectrum of a float64 Gram matrix; None when no gradient is nonzero and finite."""
     scale = float(gram.diagonal().max())
-    if not scale > 0:  # every gradient is zero (or one is NaN)
+    if not 0.0 < scale < math.inf:  # every gradient is zero, or one overflowed (inf or NaN)
         return None
     eigenvalues, vectors = symmetric_eigh(gram / scale)
     dropped = int(eigenvalues.searchsorted(eigenvalues[-1] * len(gram) * eps, side="right"))

@@ -8,7 +8,7 @@ B = √σ · V_r Λ_r^{-1/2} V_rᵀ, and the logged weight is α = B·p, so the 
 along d = Σ_k α_k g_k: the gradient matrix with all its singular values set to √σ (an aligned,
 well-conditioned system), times the preference p. p = 𝟙 by default (the paper, the official code
 and LibMTL), or 𝟙/K (torchjd), which divides every weight by K. When every eigenvalue is zero
-(J = 0), B = I and α = p.
+(J = 0), or a gradient is not finite (overflow), B = I and α = p.
 Hyperparameters: ``preference`` (ones) — ``ones``: α = B·𝟙; ``mean``: α = B·𝟙/K (torchjd).
 ``scale_mode`` (min) — σ is the smallest kept eigenvalue of M (``min``: the square of the
 paper's smallest singular value σ_min; LibMTL; torchjd's default), their lower median
@@ -51,7 +51,7 @@ class ScaleMode(str, Enum):
 def balance_matrix(gram: np.ndarray, eps: float, scale_mode: ScaleMode) -> np.ndarray:
     """B = √σ · V_r Λ_r^{-1/2} V_rᵀ from a float64 Gram matrix (identity when its rank is 0)."""
     decomposition = spectrum(gram, eps)  # of M / max_k M_kk: B does not depend on the scale of M
-    if decomposition is None:
+    if decomposition is None:  # every gradient is zero, or one overflowed
         return np.eye(len(gram))
     eigenvalues, vectors, dropped, _ = decomposition
     eigenvalues, vectors = eigenvalues[dropped:], vectors[:, dropped:]  # never empty: λ_max > 0

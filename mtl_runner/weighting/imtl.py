@@ -13,6 +13,7 @@ still defined when J has linearly dependent rows (torchjd's generalisation, from
 λ_max·K·eps (eps of J's dtype) count as zero. When Σ(M⁺n) vanishes (|Σ| ≤ K·eps·Σ|M⁺n|) the
 only α with equal projections and Σα = 1 give d = 0: α is then the null-space vector of M
 closest to 𝟙, rescaled to sum 1 (e.g. [½, ½] for g_2 = −g_1), or 0 when no such vector exists.
+When every gradient is zero, or one is not finite (overflow), α = 𝟙/K.
 With ``loss_scaling`` the gradients are those of the scaled losses e^{s_k}L_k − s_k, i.e.
 e^{s_k} g_k, so the logged weight w.r.t. the unscaled gradients is c_k = α_k·e^{s_k} (α from
 IMTL-G on the rows e^{s_k} g_k); without it c_k = α_k. The weights sum to 1 (IMTL-G) and may be
@@ -59,7 +60,7 @@ def imtl_g_weights(gram: np.ndarray, eps: float) -> np.ndarray:
     """α with Σα = 1 and Mα ∝ √diag(M), from a float64 Gram matrix (see the module docstring)."""
     num_tasks = len(gram)
     decomposition = spectrum(gram, eps)
-    if decomposition is None:  # every gradient is zero: any α gives d = 0
+    if decomposition is None:  # every gradient is zero (any α gives d = 0), or one overflowed
         return np.full(num_tasks, 1.0 / num_tasks)
     eigenvalues, vectors, dropped, scale = decomposition
     norms = np.sqrt(gram.diagonal() / scale)

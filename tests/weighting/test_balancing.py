@@ -206,6 +206,20 @@ def test_aligned_mtl_rank_zero_and_tiny_scales_stay_finite() -> None:
         torch.testing.assert_close(weights_of(AlignedMTL(tasks(3)), jacobian * scale), reference)
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_imtl_and_aligned_mtl_fall_back_to_finite_weights_when_a_gradient_overflowed(
+    value: float,
+) -> None:
+    # as for J = 0: IMTL-G splits evenly, Aligned-MTL's B is the identity (the trainer's own
+    # checks handle the non-finite step); an infinite gradient used to stop LAPACK's eigh
+    jacobian = random_jacobian(3, seed=4)
+    jacobian[0, 2] = value
+    torch.testing.assert_close(
+        weights_of(IMTL(tasks(3)), jacobian), torch.full((3,), 1 / 3).double()
+    )
+    torch.testing.assert_close(weights_of(AlignedMTL(tasks(3)), jacobian), torch.ones(3).double())
+
+
 # ----------------------------------------------------------------------------------- FairGrad
 
 
