@@ -99,7 +99,8 @@ class GradNorm(GradientWeighting):
             weights = self.task_weights()
         if self._initial_losses is not None:
             self._pending_grad = self._balance_gradient(weights, jacobian, losses.numpy())
-        return Aggregation(weights=weights.detach().to(jacobian.device, jacobian.dtype))
+        # a copy: λ = w itself would be changed by the optimizer step after it has been logged
+        return Aggregation(weights=weights.detach().to(jacobian.device, jacobian.dtype, copy=True))
 
     def _balance_gradient(
         self, weights: torch.Tensor, jacobian: torch.Tensor, losses: np.ndarray

@@ -395,6 +395,16 @@ def test_gradnorm_first_step_balances_the_gradient_norms() -> None:
     torch.testing.assert_close(method.raw_weights.detach(), torch.tensor([0.7, 1.1]) * 2 / 1.8)
 
 
+def test_gradnorm_returns_the_weights_of_the_step_not_a_view_of_w() -> None:
+    # the trainer logs the returned λ after the optimizer has updated w (and renormalised it)
+    method = GradNorm(TWO)
+    weights, *_ = linear_step(method, GRADNORM_A, torch.ones(2))
+    torch.optim.SGD(method.parameters(), lr=0.1).step()
+    method.after_step(lambda: None)
+    torch.testing.assert_close(weights, torch.ones(2))
+    assert not torch.equal(method.raw_weights.detach(), torch.ones(2))
+
+
 def test_gradnorm_training_rates_move_the_targets() -> None:
     # step 1 at p = (1, 1): L(0) = (1.5, 0.5). Step 2 at p = (1, 1/√2): L = (1.5, 0.25), so
     # L̃ = (1, 0.5), r = (4/3, 2/3); G = (3, 1/√2), Ḡ = 1.85355; targets Ḡ·r^1.5 = (2.8533, 1.0088)
