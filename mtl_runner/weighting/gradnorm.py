@@ -84,9 +84,10 @@ class GradNorm(GradientWeighting):
         self._pending_grad: torch.Tensor | None = None
 
     def task_weights(self) -> torch.Tensor:
-        """λ as a function of w (differentiable)."""
+        """λ as a function of w (differentiable, also where grad mode is off)."""
         if self.parametrisation is Parametrisation.softmax:
-            return self.num_tasks * torch.softmax(self.raw_weights, dim=0)
+            with torch.enable_grad():
+                return self.num_tasks * torch.softmax(self.raw_weights, dim=0)
         return self.raw_weights
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
@@ -95,8 +96,7 @@ class GradNorm(GradientWeighting):
         self._pending_grad = None
         if self._initial_losses is None and self.initial_loss is InitialLoss.first_step:
             self._initial_losses = losses.clone()
-        with torch.enable_grad():  # the softmax parametrisation differentiates λ(w) below
-            weights = self.task_weights()
+        weights = self.task_weights()
         if self._initial_losses is not None:
             self._pending_grad = self._balance_gradient(weights, jacobian, losses.numpy())
         # a copy: λ = w itself would be changed by the optimizer step after it has been logged
@@ -112,7 +112,8 @@ class GradNorm(GradientWeighting):
         norms = norms.cpu().numpy()
         with np.errstate(invalid="ignore", over="ignore"):  # overflowed gradients: NaN, silently
             gradient_norms = weights.detach().cpu().numpy().astype(np.float64) * norms  # G_k
-            targets = gradient_norms.mean() * self._rates(losses) ** self.alpha
+            mean = float(gradient_norms.sum()) / len(gradient_norms)  # Ḡ
+            targets = mean * self._rates(losses) ** self.alpha
             difference = gradient_norms - targets
             grad = np.where(np.isnan(difference), 0.0, np.sign(difference)) * norms
         grad = torch.from_numpy(grad).to(self.raw_weights.device, self.raw_weights.dtype)
@@ -123,10 +124,10 @@ class GradNorm(GradientWeighting):
 
     def _rates(self, losses: np.ndarray) -> np.ndarray:
         """r_k = L̃_k / mean_j L̃_j with L̃_k = L_k / L_k(0) (1 where that is undefined)."""
-        initial = self._initial_losses.numpy()
-        ratios = np.maximum(losses / np.maximum(initial, _TINY), 0.0)
-        ratios = np.nan_to_num(ratios, nan=1.0, posinf=_LARGEST)
-        mean = float(ratios.mean())
+        ratios = losses / np.maximum(self._initial_losses.numpy(), _TINY)
+        ratios = np.minimum(np.maximum(ratios, 0.0), _LARGEST)  # NaN stays NaN
+        ratios[np.isnan(ratios)] = 1.0
+        mean = float(ratios.sum()) / len(ratios)
         if not (math.isfinite(mean) and mean > 0):
             return np.ones_like(ratios)
         return ratios / mean

@@ -434,6 +434,22 @@ def test_gradnorm_softmax_parametrisation_chains_through_k_softmax() -> None:
     torch.testing.assert_close(weights_of(method, GRADNORM_A), torch.tensor([0.5, 1.5]))
 
 
+@pytest.mark.parametrize("parametrisation", ["direct", "softmax"])
+def test_gradnorm_gradient_does_not_depend_on_grad_mode(parametrisation: str) -> None:
+    # aggregate may run where grad mode is off (inside another backward)
+    methods = [GradNorm(tasks(3), parametrisation=parametrisation) for _ in range(2)]
+    for method in methods:
+        with torch.no_grad():
+            method.raw_weights.copy_(torch.tensor([0.5, 1.0, 1.5]))
+    jacobian = random_jacobian(3, seed=2).float()
+    for method, grad_mode in zip(methods, (True, False), strict=True):
+        with torch.set_grad_enabled(grad_mode):
+            weights_of(method, jacobian, torch.tensor([1.0, 2.0, 3.0]))
+            weights_of(method, 1.3 * jacobian, torch.tensor([0.9, 1.0, 2.0]))
+    assert methods[0]._pending_grad is not None
+    torch.testing.assert_close(methods[1]._pending_grad, methods[0]._pending_grad, rtol=0, atol=0)
+
+
 def test_gradnorm_first_epoch_variant_waits_for_the_epoch_mean() -> None:
     method = GradNorm(TWO, initial_loss="first_epoch")
     weights, *_ = linear_step(method, GRADNORM_A, torch.ones(2))
