@@ -32,6 +32,7 @@ leave the non-finite update to the trainer's checks.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -98,7 +99,12 @@ def measured(weights: np.ndarray, gram: np.ndarray) -> GramSolution:
 
 def negligible(solution: GramSolution, dtype: torch.dtype) -> bool:
     """‖Σ c_k g_k‖ ≤ 16·eps(dtype)·Σ|c_k|‖g_k‖: the direction is within its rounding error."""
-    return solution.shorter_than(16 * torch.finfo(dtype).eps)
+    return solution.shorter_than(16 * _epsilon(dtype))
+
+
+@functools.cache
+def _epsilon(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps  # torch.finfo costs a few µs a call
 
 
 def well_conditioned(matrix: np.ndarray) -> bool:
@@ -109,53 +115,43 @@ def well_conditioned(matrix: np.ndarray) -> bool:
 
 
 def nonnegative_quadratic(
-    matrix: np.ndarray, targets: np.ndarray, supports: list[list[bool]]
+    matrix: np.ndarray, targets: np.ndarray, supports: np.ndarray
 ) -> np.ndarray | None:
     """X ≥ 0 whose rows x minimise ½xᵀQx − bᵀx for the rows b of ``targets`` ([n, K]), with
-    Q = ``matrix`` well conditioned, by the active-set method from the guessed ``supports``.
+    Q = ``matrix`` well conditioned, by the active-set method from the guessed ``supports``
+    ([n, K] bool).
 
     None when they have not settled after _SWEEPS solves (see the module docstring).
     """
-    tolerances = [_ROUNDING * len(row) * max(map(abs, row)) for row in targets.tolist()]
-    x = np.zeros(targets.shape)
-    changed = range(len(targets))
     for _ in range(_SWEEPS):
-        for row in changed:
-            x[row] = _solve_on_support(matrix, targets[row], supports[row])
-        values = x.tolist()
-        if all(map(all, supports)):  # no free index: only the signs on the supports to check
-            settled = [[value > 0 for value in row] for row in values]
-        else:
-            gradients = (targets - x @ matrix).tolist()  # b − Qx: 0 on the supports
-            settled = list(map(_settled, values, gradients, supports, tolerances))
-        changed = [row for row, support in enumerate(supports) if settled[row] != support]
-        if not changed:  # the KKT conditions hold
+        x = _solve_on_supports(matrix, targets, supports)
+        settled = x > 0  # an index of a support stays while positive
+        free = ~supports
+        if free.any():  # a free one joins where the objective falls as it grows: b − Qx > 0
+            tolerances = _ROUNDING * len(matrix) * np.abs(targets).max(axis=1, keepdims=True)
+            settled |= free & (targets - x @ matrix > tolerances)
+        if (settled == supports).all():  # the KKT conditions hold
             return x
         supports = settled
     return None
 
 
-def _settled(
-    values: list[float], gradient: list[float], support: list[bool], tolerance: float
-) -> list[bool]:
-    """The next support: an index of it stays while positive, a free one joins where the
-    objective falls as it grows (a positive gradient)."""
-    return [
-        value > 0 if kept else slope > tolerance
-        for value, slope, kept in zip(values, gradient, support)
-    ]
-
-
-def _solve_on_support(matrix: np.ndarray, target: np.ndarray, support: list[bool]) -> np.ndarray:
-    """x with Q_PP x_P = b_P on the support P and x = 0 elsewhere, by a Cholesky solve."""
-    if all(support):
-        return lapack.dposv(matrix, target)[1]
-    x = np.zeros(len(target))
-    if any(support):
-        chosen = np.array(support)
-        system = matrix.compress(chosen, axis=0).compress(chosen, axis=1)
-        x[chosen] = lapack.dposv(system, target[chosen])[1]
-    return x
+def _solve_on_supports(matrix: np.ndarray, targets: np.ndarray, supports: np.ndarray) -> np.ndarray:
+    """x with Q_PP x_P = b_P on each row's support P and x = 0 elsewhere (Q_PP is PD here)."""
+    # LAPACK's Cholesky solve directly where it fits: numpy.linalg's wrapper costs several times
+    # the solve at this size
+    if supports.all():
+        return lapack.dposv(matrix, targets.T)[1].T
+    if len(supports) == 1:
+        x = np.zeros(targets.shape)
+        chosen = supports[0]
+        if chosen.any():
+            system = matrix.compress(chosen, axis=0).compress(chosen, axis=1)
+            x[0, chosen] = lapack.dposv(system, targets[0, chosen])[1]
+        return x
+    # several: all at once, with identity rows and columns off each support
+    systems = np.where(supports[:, :, None] & supports[:, None, :], matrix, np.eye(len(matrix)))
+    return np.linalg.solve(systems, np.where(supports, targets, 0.0)[..., None])[..., 0]
 
 
 def psd_factor(gram: np.ndarray) -> np.ndarray:
@@ -199,8 +195,8 @@ def min_norm_weights(gram: np.ndarray, start: np.ndarray | None = None) -> np.nd
     lifted = gram + 1.0  # Q = M + 11ᵀ, b = 1
     u = None
     if well_conditioned(lifted):
-        support = [True] * num_tasks if start is None else (start > 0).tolist()
-        u = nonnegative_quadratic(lifted, np.ones((1, num_tasks)), [support])
+        support = np.ones((1, num_tasks), bool) if start is None else start[None] > 0
+        u = nonnegative_quadratic(lifted, np.ones((1, num_tasks)), support)
     u = _lifted_nnls(gram) if u is None else u[0]
     return u / u.sum()  # Σu > 0: at u = 0 every coordinate's gradient is positive
 
@@ -217,9 +213,12 @@ def _lifted_nnls(gram: np.ndarray) -> np.ndarray:
 
 def dual_cone_projection(gram: np.ndarray, lowers: np.ndarray) -> np.ndarray:
     """For each row u of ``lowers`` ([n, K]): v minimising vᵀMv subject to v ≥ u (M PSD)."""
+    targets = -(lowers @ gram)  # b = −Mu: positive where u conflicts with a gradient
+    conflicts = targets > 0
+    if not conflicts.any():  # every Jᵀu is in the dual cone already (s = 0 is optimal)
+        return lowers.copy()
     if well_conditioned(gram):
-        targets = -(lowers @ gram)  # b = −Mu: positive where u conflicts with a gradient
-        shifts = nonnegative_quadratic(gram, targets, (targets > 0).tolist())
+        shifts = nonnegative_quadratic(gram, targets, conflicts)
         if shifts is not None:
             return lowers + shifts
     factor = psd_factor(gram)
