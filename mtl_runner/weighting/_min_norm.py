@@ -1,8 +1,10 @@
 """Exact small solvers shared by the min-norm family (MGDA, UPGrad, DualProj, CAGrad, Nash-MTL).
 
 Every method of the family reads only the Gram matrix M = J Jᵀ (K × K, K the number of tasks)
-and solves a small convex problem on it in float64 with NumPy on the CPU
+and solves a small convex problem on it in float64 with NumPy and LAPACK on the CPU
 (:func:`solve_on_gram` forms M in float64 too when the result is near a Pareto-stationary point).
+At this size a call's overhead is the cost, so LAPACK is called through SciPy's thin wrappers
+rather than numpy.linalg's, and the problems of one method are solved together.
 Two of the problems are non-negative quadratic programs, min_{x ≥ 0} ½xᵀQx − bᵀx:
 
 - :func:`min_norm_weights` — argmin_{α∈Δ} αᵀMα (the min-norm point of the convex hull of the
@@ -11,16 +13,17 @@ Two of the problems are non-negative quadratic programs, min_{x ≥ 0} ½xᵀQx 
 - :func:`dual_cone_projection` — argmin_v vᵀMv subject to v ≥ u (the weights of the projection
   of Jᵀu onto the dual cone of the rows of J): Q = M and b = −Mu for s = v − u ≥ 0.
 
-:func:`nonnegative_quadratic` solves them, by default, with an active-set method on Q itself
-(no factorisation): from a guessed support P it solves Q_PP x_P = b_P (x = 0 elsewhere), adds
-the indices where the gradient b − Qx is positive and drops those where x_P ≤ 0, until P no
-longer changes (a primal-dual active-set method; 1–3 small solves here). P then satisfies the
-KKT conditions, so x is the minimiser, exactly up to rounding. The result is taken only when Q
-is well conditioned (λ_min > 1e-6·λ_max: the minimiser is unique and every solve on a support
-accurate to about 1e-10); otherwise (duplicated or affinely dependent gradients, a zero
-gradient) or when P has not settled after a few sweeps, SciPy's ``nnls`` solves the same
-problem on a factor A of M (AᵀA = M by eigendecomposition): the Lawson–Hanson active-set
-method, which also stops at the exact KKT point, not at an iteration budget.
+The default route is :func:`nonnegative_quadratic`, an active-set method on Q itself: from a
+guessed support P it solves Q_PP x_P = b_P by Cholesky (x = 0 elsewhere), adds the indices where
+the gradient b − Qx is positive and drops those where x_P ≤ 0, until P no longer changes (a
+primal-dual active-set method; 1–3 small solves here). P then satisfies the KKT conditions, so x
+is the minimiser, exactly up to rounding. The result is taken only when Q is well conditioned
+(:func:`well_conditioned`: λ_min > 1e-6·λ_max, so the minimiser is unique and every solve on a
+support accurate to about 1e-10). Otherwise (duplicated or affinely dependent gradients, a zero
+gradient), or when P has not settled after a few sweeps (the method can cycle), SciPy's
+``nnls`` solves the same problem on a factor A of M (AᵀA = M by eigendecomposition): the
+Lawson–Hanson active-set method, which also stops at the exact KKT point, not at an iteration
+budget.
 
 Also shared: :func:`solve_on_gram` (the Gram matrix, the solve, and the length of the combined
 direction, computed once), :func:`negligible` — whether a combination Σ c_k g_k is below the

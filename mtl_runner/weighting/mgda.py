@@ -18,11 +18,11 @@ normalisation optional and "not included in the paper", but its sample config us
 ``update`` (``normalized``) — ``normalized``: d = Σ α_k ĝ_k (LibMTL with grad_source=params);
 ``raw``: d = Σ α_k g_k, i.e. α only reweights the raw gradients (the official code, and LibMTL
 with rep_grad=True). The two agree when ``normalization=none``.
-``solver`` (``exact``) — ``exact``: the simplex QP solved to its KKT point in float64 (as a
-non-negative quadratic program: an active-set method on the Gram matrix, or SciPy's Lawson–Hanson
-nnls where the Gram matrix is nearly singular); ``frank_wolfe``: the paper's
-Algorithm 2 exactly as torchjd runs it (start at 1/K, at most 100 iterations, stop when the
-step γ < 1e-3), which can leave α about 0.1 away from the minimiser for K ≥ 3.
+``solver`` (``exact``) — ``exact``: the simplex QP solved to its KKT point in float64 (an
+active-set method on the Gram matrix; SciPy's Lawson–Hanson nnls where it is nearly singular,
+e.g. duplicated gradients); ``frank_wolfe``: the paper's Algorithm 2 exactly as torchjd runs it
+(start at 1/K, at most 100 iterations, stop when the step γ < 1e-3), which can leave α about 0.1
+away from the minimiser for K ≥ 3.
 State: none.
 Grad sources: params (MGDA) and features (MGDA-UB: the gradients ∂L_k/∂z of the shared
 representation z of the whole batch, as in the paper's upper bound).
