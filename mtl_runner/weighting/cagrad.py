@@ -123,7 +123,7 @@ class _RadiusProblem:
         self.mean_products = gram @ uniform  # b_k = ⟨g_k, g₀⟩
         self.mean_norm = math.sqrt(max(float(uniform @ self.mean_products), 0.0))  # ‖g₀‖
         self.ball = c * self.mean_norm  # √φ = c‖g₀‖, the radius of the ball around g₀
-        self.cross = self.mean_products[:, None] + self.mean_products[None, :]  # b_i + b_j
+        self.cross = np.add.outer(self.mean_products, self.mean_products)  # b_i + b_j
 
     def inner(self, radius: float, start: np.ndarray | None = None) -> np.ndarray:
         """w(r); ``start``, the solution at a nearby radius, guesses its support."""

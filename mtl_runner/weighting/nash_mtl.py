@@ -137,13 +137,14 @@ def bargaining_solution(gram: np.ndarray, start: np.ndarray) -> np.ndarray | Non
             best, best_residual = x, residual
         if residual <= _RESIDUAL:
             break
-        gradient = product - 1.0 / x
-        hessian = scaled + np.diag(1.0 / (x * x))
+        inverse = 1.0 / x
+        descent = inverse - product  # −∇f
+        hessian = scaled + np.diag(inverse * inverse)
         # LAPACK's LU solve directly: numpy.linalg's wrapper costs several times the solve here
-        step, singular = lapack.dgesv(hessian, -gradient)[2:]
+        step, singular = lapack.dgesv(hessian, descent)[2:]
         if singular:
             break
-        decrement = math.sqrt(max(float(-gradient @ step), 0.0))
+        decrement = math.sqrt(max(float(descent @ step), 0.0))
         if decrement <= _DECREMENT:  # at the rounding floor: no step can do better
             break
         x = x + step / (1.0 + decrement) if decrement > 0.25 else x + step
