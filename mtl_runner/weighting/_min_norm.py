@@ -1,28 +1,48 @@
 """Exact small solvers shared by the min-norm family (MGDA, UPGrad, DualProj, CAGrad, Nash-MTL).
 
 Every method of the family reads only the Gram matrix M = J Jᵀ (K × K, K the number of tasks)
-and solves a small convex problem on it in float64 with NumPy/SciPy on the CPU
-(:func:`solve_on_gram` forms M in float64 too when the result is near a Pareto-stationary point):
+and solves a small convex problem on it in float64 with NumPy and LAPACK on the CPU
+(:func:`solve_on_gram` forms M in float64 too when the result is near a Pareto-stationary point).
+At this size a call's overhead is the cost, so LAPACK is called through SciPy's thin wrappers
+rather than numpy.linalg's, and the problems of one method are solved together.
+Two of the problems are non-negative quadratic programs, min_{x ≥ 0} ½xᵀQx − bᵀx:
 
 - :func:`min_norm_weights` — argmin_{α∈Δ} αᵀMα (the min-norm point of the convex hull of the
-  gradients), exactly, by non-negative least squares: with u ≥ 0 free, ‖Au‖² + (1 − Σu)² for
-  AᵀA = M has its minimum at u* = α*/(1 + α*ᵀMα*), so α* = u*/Σu*. SciPy's ``nnls`` is the
-  Lawson–Hanson active-set method: it stops at the exact KKT point, not at an iteration budget.
-- :func:`dual_cone_projection` — argmin_v vᵀMv subject to v ≥ u (the weights of the projection of
-  Jᵀu onto the dual cone of the rows of J), by the same solver on s = v − u ≥ 0.
-- :func:`not_finite` — gradients that overflowed; the methods then return finite (uniform)
-  weights and leave the non-finite update to the trainer's checks.
-- :func:`negligible` — whether a combination Σ c_k g_k is below the rounding error of computing
-  it in the Jacobian's dtype; such a direction is returned as exactly 0 (a numerically
-  Pareto-stationary point gives no shared update instead of rounding noise that conflicts).
+  gradients): with u ≥ 0 free, uᵀ(M + 11ᵀ)u − 2Σu (that is ‖Au‖² + (1 − Σu)² − 1 for AᵀA = M)
+  has its minimum at u* = α*/(1 + α*ᵀMα*), so α* = u*/Σu*.
+- :func:`dual_cone_projection` — argmin_v vᵀMv subject to v ≥ u (the weights of the projection
+  of Jᵀu onto the dual cone of the rows of J): Q = M and b = −Mu for s = v − u ≥ 0.
+
+The default route is :func:`nonnegative_quadratic`, an active-set method on Q itself: from a
+guessed support P it solves Q_PP x_P = b_P by Cholesky (x = 0 elsewhere), adds the indices where
+the gradient b − Qx is positive and drops those where x_P ≤ 0, until P no longer changes (a
+primal-dual active-set method; 1–3 small solves here). P then satisfies the KKT conditions, so x
+is the minimiser, exactly up to rounding. The result is taken only when Q is well conditioned
+(:func:`well_conditioned`: λ_min > 1e-6·λ_max, so the minimiser is unique and every solve on a
+support accurate to about 1e-10). Otherwise (duplicated or affinely dependent gradients, a zero
+gradient), or when P has not settled after a few sweeps (the method can cycle), SciPy's
+``nnls`` solves the same problem on a factor A of M (AᵀA = M by eigendecomposition): the
+Lawson–Hanson active-set method, which also stops at the exact KKT point, not at an iteration
+budget.
+
+Also shared: :func:`solve_on_gram` (the Gram matrix, the solve, and the length of the combined
+direction, computed once), :func:`negligible` — whether a combination Σ c_k g_k is below the
+rounding error of computing it in the Jacobian's dtype (such a direction is returned as exactly
+0: a numerically Pareto-stationary point gives no shared update instead of rounding noise that
+conflicts); gradients that overflowed (a non-finite M) get the method's fallback weights and
+leave the non-finite update to the trainer's checks.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from scipy.linalg import lapack
 from scipy.optimize import lsq_linear, nnls
 
 from mtl_runner.errors import ConfigError
@@ -32,23 +52,109 @@ from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradS
 
 #: a combination shorter than this fraction of Σ|c_k|‖g_k‖ is recomputed from a float64 Gram
 _SHORT = 1e-2
+#: the active-set result is taken when λ_min(Q) > this·λ_max(Q) (else nnls on a factor)
+_WELL_CONDITIONED = 1e-6
+#: supports the active-set method tries before nnls takes over (it settles in 1–3 here)
+_SWEEPS = 8
+#: (b − Qx)_j counts as positive above this times K·max|b| (rounding of the product)
+_ROUNDING = 16 * np.finfo(np.float64).eps
+
+
+class GramSolution(NamedTuple):
+    """The weights c solved from M = JJᵀ, M itself, and the length of Σ c_k g_k."""
+
+    weights: np.ndarray
+    gram: np.ndarray
+    squared_norm: float  # ‖Σ c_k g_k‖² = cᵀMc
+    bound: float  # Σ |c_k|·‖g_k‖, which ‖Σ c_k g_k‖ cannot exceed
+
+    def shorter_than(self, fraction: float) -> bool:
+        """‖Σ c_k g_k‖ ≤ fraction·Σ|c_k|‖g_k‖ (False when M is NaN)."""
+        return self.squared_norm <= (fraction * self.bound) ** 2
 
 
 def solve_on_gram(
-    jacobian: torch.Tensor, solve: Callable[[np.ndarray], np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(weights, M) with weights = solve(M), M = JJᵀ.
+    jacobian: torch.Tensor, solve: Callable[[np.ndarray], np.ndarray], fallback: np.ndarray
+) -> GramSolution:
+    """The weights solve(M) for M = JJᵀ, or ``fallback`` when M is not finite (overflow).
 
     M is first formed in the Jacobian's dtype. When the resulting Σ c_k g_k is short (below
     1e-2·Σ|c_k|‖g_k‖: near a Pareto-stationary point, where float32 rounding of M, about 1e-7
     of its entries, would decide the direction) M is formed again in float64 and solved again.
     """
     gram = gram_matrix(jacobian)
-    weights = solve(gram)
-    if jacobian.dtype != torch.float64 and not not_finite(gram) and short(weights, gram, _SHORT):
+    if not np.isfinite(gram).all():
+        return measured(fallback, gram)
+    solution = measured(solve(gram), gram)
+    if jacobian.dtype != torch.float64 and solution.shorter_than(_SHORT):
         gram = gram_matrix(jacobian, exact=True)
-        weights = solve(gram)
-    return weights, gram
+        solution = measured(solve(gram), gram)
+    return solution
+
+
+def measured(weights: np.ndarray, gram: np.ndarray) -> GramSolution:
+    """The weights with ‖Σ c_k g_k‖² and Σ|c_k|‖g_k‖ computed from the Gram matrix."""
+    squared_norm = float(weights @ gram @ weights)
+    norms = [math.sqrt(max(square, 0.0)) for square in gram.diagonal().tolist()]  # ‖g_k‖
+    bound = sum(abs(c) * norm for c, norm in zip(weights.tolist(), norms))
+    return GramSolution(weights, gram, squared_norm, bound)
+
+
+def negligible(solution: GramSolution, dtype: torch.dtype) -> bool:
+    """‖Σ c_k g_k‖ ≤ 16·eps(dtype)·Σ|c_k|‖g_k‖: the direction is within its rounding error."""
+    return solution.shorter_than(16 * _epsilon(dtype))
+
+
+@functools.cache
+def _epsilon(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps  # torch.finfo costs a few µs a call
+
+
+def well_conditioned(matrix: np.ndarray) -> bool:
+    """λ_min(Q) > 1e-6·λ_max(Q): the active-set result is unique and accurate (see above)."""
+    # LAPACK directly: numpy.linalg's wrappers cost several times the work at this size
+    eigenvalues, _, info = lapack.dsyevd(matrix, compute_v=0)  # ascending
+    return not info and eigenvalues[0] > _WELL_CONDITIONED * eigenvalues[-1]
+
+
+def nonnegative_quadratic(
+    matrix: np.ndarray, targets: np.ndarray, supports: np.ndarray
+) -> np.ndarray | None:
+    """X ≥ 0 whose rows x minimise ½xᵀQx − bᵀx for the rows b of ``targets`` ([n, K]), with
+    Q = ``matrix`` well conditioned, by the active-set method from the guessed ``supports``
+    ([n, K] bool).
+
+    None when they have not settled after _SWEEPS solves (see the module docstring).
+    """
+    for _ in range(_SWEEPS):
+        x = _solve_on_supports(matrix, targets, supports)
+        settled = x > 0  # an index of a support stays while positive
+        free = ~supports
+        if free.any():  # a free one joins where the objective falls as it grows: b − Qx > 0
+            tolerances = _ROUNDING * len(matrix) * np.abs(targets).max(axis=1, keepdims=True)
+            settled |= free & (targets - x @ matrix > tolerances)
+        if (settled == supports).all():  # the KKT conditions hold
+            return x
+        supports = settled
+    return None
+
+
+def _solve_on_supports(matrix: np.ndarray, targets: np.ndarray, supports: np.ndarray) -> np.ndarray:
+    """x with Q_PP x_P = b_P on each row's support P and x = 0 elsewhere (Q_PP is PD here)."""
+    # LAPACK's Cholesky solve directly where it fits: numpy.linalg's wrapper costs several times
+    # the solve at this size
+    if supports.all():
+        return lapack.dposv(matrix, targets.T)[1].T
+    if len(supports) == 1:
+        x = np.zeros(targets.shape)
+        chosen = supports[0]
+        if chosen.any():
+            system = matrix.compress(chosen, axis=0).compress(chosen, axis=1)
+            x[0, chosen] = lapack.dposv(system, targets[0, chosen])[1]
+        return x
+    # several: all at once, with identity rows and columns off each support
+    systems = np.where(supports[:, :, None] & supports[:, None, :], matrix, np.eye(len(matrix)))
+    return np.linalg.solve(systems, np.where(supports, targets, 0.0)[..., None])[..., 0]
 
 
 def psd_factor(gram: np.ndarray) -> np.ndarray:
@@ -79,42 +185,47 @@ def _nnls(matrix: np.ndarray, target: np.ndarray) -> np.ndarray:
     return lsq_linear(matrix, target, bounds=(0.0, np.inf), method="bvls").x
 
 
-def min_norm_weights(gram: np.ndarray) -> np.ndarray:
-    """α ∈ Δ minimising αᵀMα, exactly (uniform when M = 0, where every α is a minimiser)."""
+def min_norm_weights(gram: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """α ∈ Δ minimising αᵀMα, exactly (uniform when M = 0, where every α is a minimiser).
+
+    ``start``, the solution of a nearby problem, guesses the support (else all tasks).
+    """
     num_tasks = gram.shape[0]
     scale = float(gram.diagonal().max())
-    if not scale > 0 or not np.isfinite(scale):
+    if not scale > 0 or not math.isfinite(scale):
         return np.full(num_tasks, 1.0 / num_tasks)
-    factor = psd_factor(gram / scale)  # the minimiser does not depend on the scale of M
-    matrix = np.ones((factor.shape[0] + 1, num_tasks))
+    gram = gram / scale  # the minimiser does not depend on the scale of M
+    lifted = gram + 1.0  # Q = M + 11ᵀ, b = 1
+    u = None
+    if well_conditioned(lifted):
+        support = np.ones((1, num_tasks), bool) if start is None else start[None] > 0
+        u = nonnegative_quadratic(lifted, np.ones((1, num_tasks)), support)
+    u = _lifted_nnls(gram) if u is None else u[0]
+    return u / u.sum()  # Σu > 0: at u = 0 every coordinate's gradient is positive
+
+
+def _lifted_nnls(gram: np.ndarray) -> np.ndarray:
+    """u ≥ 0 minimising ‖Au‖² + (1 − Σu)² (AᵀA = M), by nnls."""
+    factor = psd_factor(gram)
+    matrix = np.ones((factor.shape[0] + 1, gram.shape[0]))
     matrix[:-1] = factor
     target = np.zeros(matrix.shape[0])
     target[-1] = 1.0
-    u = _nnls(matrix, target)
-    return u / u.sum()  # Σu > 0: at u = 0 every coordinate's gradient is positive
+    return _nnls(matrix, target)
 
 
 def dual_cone_projection(gram: np.ndarray, lowers: np.ndarray) -> np.ndarray:
     """For each row u of ``lowers`` ([n, K]): v minimising vᵀMv subject to v ≥ u (M PSD)."""
+    targets = -(lowers @ gram)  # b = −Mu: positive where u conflicts with a gradient
+    conflicts = targets > 0
+    if not conflicts.any():  # every Jᵀu is in the dual cone already (s = 0 is optimal)
+        return lowers.copy()
+    if well_conditioned(gram):
+        shifts = nonnegative_quadratic(gram, targets, conflicts)
+        if shifts is not None:
+            return lowers + shifts
     factor = psd_factor(gram)
     return np.stack([u + _nnls(factor, -factor @ u) if u.any() else u for u in lowers])
-
-
-def not_finite(gram: np.ndarray) -> bool:
-    """True when the Gram matrix has a NaN or infinity (the gradients overflowed)."""
-    return not np.isfinite(gram).all()
-
-
-def short(weights: np.ndarray, gram: np.ndarray, fraction: float) -> bool:
-    """‖Σ c_k g_k‖ ≤ fraction·Σ|c_k|‖g_k‖ (computed from the Gram matrix)."""
-    squared_norm = float(weights @ gram @ weights)
-    bound = float(np.abs(weights) @ np.sqrt(np.maximum(gram.diagonal(), 0.0)))
-    return squared_norm <= (fraction * bound) ** 2
-
-
-def negligible(weights: np.ndarray, gram: np.ndarray, dtype: torch.dtype) -> bool:
-    """‖Σ c_k g_k‖ ≤ 16·eps(dtype)·Σ|c_k|‖g_k‖: the direction is within its rounding error."""
-    return short(weights, gram, 16 * torch.finfo(dtype).eps)
 
 
 def aggregation(weights: np.ndarray, jacobian: torch.Tensor, zero_direction: bool) -> Aggregation:
@@ -127,9 +238,9 @@ def aggregation(weights: np.ndarray, jacobian: torch.Tensor, zero_direction: boo
 
 def normalized_gram(gram: np.ndarray, norm_eps: float, reg_eps: float) -> np.ndarray:
     """torchjd's M̃ = M / tr(M) (0 when tr(M) < norm_eps or tr(M) = 0) + reg_eps·I."""
-    trace = float(np.trace(gram))
+    trace = float(gram.trace())
     scaled = gram / trace if trace > 0 and trace >= norm_eps else np.zeros_like(gram)
-    return scaled + reg_eps * np.eye(gram.shape[0])
+    return scaled + reg_eps * np.eye(gram.shape[0]) if reg_eps else scaled
 
 
 def preference_vector(preference: Sequence[float], num_tasks: int) -> np.ndarray:
@@ -172,12 +283,10 @@ class DualConeWeighting(GradientWeighting):
         self.reg_eps = require_non_negative("reg_eps", reg_eps)
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
-        weights, gram = solve_on_gram(jacobian, self.weights_from_gram)
-        return aggregation(weights, jacobian, negligible(weights, gram, jacobian.dtype))
+        solution = solve_on_gram(jacobian, self.weights_from_gram, self.preference)
+        return aggregation(solution.weights, jacobian, negligible(solution, jacobian.dtype))
 
     def weights_from_gram(self, gram: np.ndarray) -> np.ndarray:
-        if not_finite(gram):
-            return self.preference
         return self.project(normalized_gram(gram, self.norm_eps, self.reg_eps))
 
     def project(self, scaled_gram: np.ndarray) -> np.ndarray:

@@ -37,19 +37,16 @@ direction by K afterwards "to match the sum loss" (a learning-rate factor, not r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from enum import Enum
 
 import numpy as np
 import torch
+from scipy.linalg import lapack
 
 from mtl_runner.weighting._checks import require_non_negative
-from mtl_runner.weighting._min_norm import (
-    aggregation,
-    min_norm_weights,
-    not_finite,
-    solve_on_gram,
-)
+from mtl_runner.weighting._min_norm import aggregation, min_norm_weights, solve_on_gram
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 
@@ -86,13 +83,12 @@ class CAGrad(GradientWeighting):
         return {"none": 1.0, "squared": 1.0 + c * c, "linear": 1.0 + c}[self.rescale.value]
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
-        weights, _ = solve_on_gram(jacobian, self.weights_from_gram)
+        uniform = np.full(self.num_tasks, 1.0 / self.num_tasks)  # for overflowed gradients
+        weights = solve_on_gram(jacobian, self.weights_from_gram, uniform).weights
         return aggregation(weights / self.divisor, jacobian, not weights.any())
 
     def weights_from_gram(self, gram: np.ndarray) -> np.ndarray:
         """1/K + λ w* before the rescale."""
-        if not_finite(gram):
-            return np.full(self.num_tasks, 1.0 / self.num_tasks)
         return cagrad_weights(gram, self.radius_scale)
 
 
@@ -100,51 +96,64 @@ def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
     """1/K + λ w* (no rescale), or 0 when the optimum has g_w ≈ 0; see the module docstring."""
     num_tasks = gram.shape[0]
     uniform = np.full(num_tasks, 1.0 / num_tasks)
-    trace = float(np.trace(gram))
+    trace = float(gram.trace())
     if not trace > 0 or c == 0:
         return uniform
-    gram = gram / trace  # ‖J‖_F = 1 from here on; the weights do not depend on the scale
-    mean_products = gram @ uniform  # b_k = ⟨g_k, g₀⟩
-    mean_norm = float(np.sqrt(max(uniform @ mean_products, 0.0)))  # ‖g₀‖
-    if mean_norm <= _ZERO_MEAN_NORM:
+    problem = _RadiusProblem(gram / trace, c, uniform)  # ‖J‖_F = 1 from here on: scale-free weights
+    if problem.mean_norm <= _ZERO_MEAN_NORM:
         return uniform
-    ball = c * mean_norm  # √φ = c‖g₀‖, the radius of the ball around g₀
-    cross = mean_products[:, None] + mean_products[None, :]  # b_i + b_j
-
-    def inner(radius: float) -> np.ndarray:
-        t = radius / ball  # the shift g_k → g_k + t g₀
-        return min_norm_weights(gram + t * cross + (t * mean_norm) ** 2)
-
-    def excess(w: np.ndarray, radius: float) -> float:  # ‖g_w(r)‖/r − 1, decreasing in r
-        return float(np.sqrt(max(w @ gram @ w, 0.0))) / radius - 1.0
-
-    def piece_root(w: np.ndarray) -> float:
-        """The radius where ‖g_w‖ = r if the support of w stays: there w(t) = p + t·q."""
-        support = w > 0
-        size = int(support.sum())
-        kkt = np.zeros((size + 1, size + 1))
-        kkt[:size, :size] = gram[support][:, support]
-        kkt[:size, size] = kkt[size, :size] = 1.0
-        rhs = np.zeros((size + 1, 2))
-        rhs[size, 0] = 1.0
-        rhs[:size, 1] = -mean_products[support]
-        p, q = np.linalg.lstsq(kkt, rhs, rcond=None)[0][:size].T
-        sub = kkt[:size, :size]
-        a, b, c2 = p @ sub @ p, p @ sub @ q, q @ sub @ q
-        # ‖p + t q‖²_M = (t·ball)² with t = r/ball: (c2 − ball²) t² + 2 b t + a = 0
-        roots = [t * ball for t in _quadratic_roots(float(c2 - ball * ball), float(b), float(a))]
-        roots = [r for r in roots if r > 0]
-        return min(roots) if roots else float("nan")
-
     low = _STATIONARY_NORM
-    high = float(np.sqrt(np.max(np.diag(gram))))  # ‖g_w‖ ≤ max_k ‖g_k‖ on the simplex
-    if high <= low or excess(inner(low), low) <= 0:
-        return np.zeros(num_tasks)  # the optimum has ‖g_w*‖ < 1e-4·‖J‖_F
-    radius, w = _root(inner, excess, piece_root, low, high, min(max(mean_norm, low), high))
-    norm = float(np.sqrt(max(w @ gram @ w, 0.0)))
+    high = math.sqrt(float(problem.gram.diagonal().max()))  # ‖g_w‖ ≤ max_k ‖g_k‖ on Δ
+    if high <= low:
+        return np.zeros(num_tasks)
+    w = problem.inner(low)
+    if problem.norm(w) / low <= 1.0:  # the root is below 1e-4: the optimum has g_w* ≈ 0
+        return np.zeros(num_tasks)
+    w, norm = _root(problem, low, high, w, guess=min(max(problem.mean_norm, low), high))
     if norm < _STATIONARY_NORM:
         return np.zeros(num_tasks)
-    return uniform + (ball / norm) * w
+    return uniform + (problem.ball / norm) * w
+
+
+class _RadiusProblem:
+    """The inner problem of a radius r: the min-norm point of g_k + (r/(c‖g₀‖))·g₀ (M̃ = M/tr M)."""
+
+    def __init__(self, gram: np.ndarray, c: float, uniform: np.ndarray) -> None:
+        self.gram = gram
+        self.mean_products = gram @ uniform  # b_k = ⟨g_k, g₀⟩
+        self.mean_norm = math.sqrt(max(float(uniform @ self.mean_products), 0.0))  # ‖g₀‖
+        self.ball = c * self.mean_norm  # √φ = c‖g₀‖, the radius of the ball around g₀
+        self.cross = np.add.outer(self.mean_products, self.mean_products)  # b_i + b_j
+
+    def inner(self, radius: float, start: np.ndarray | None = None) -> np.ndarray:
+        """w(r); ``start``, the solution at a nearby radius, guesses its support."""
+        t = radius / self.ball  # the shift g_k → g_k + t g₀
+        shifted = self.gram + t * self.cross + (t * self.mean_norm) ** 2
+        return min_norm_weights(shifted, start)
+
+    def norm(self, w: np.ndarray) -> float:
+        return math.sqrt(max(float(w @ self.gram @ w), 0.0))  # ‖g_w‖
+
+    def piece_root(self, w: np.ndarray) -> float:
+        """The radius where ‖g_w‖ = r if the support of w stays: there w(t) = p + t·q."""
+        support = w > 0
+        size = int(np.count_nonzero(support))
+        kkt = np.ones((size + 1, size + 1))  # [[M_SS, 1], [1ᵀ, 0]]
+        kkt[:size, :size] = self.gram.compress(support, axis=0).compress(support, axis=1)
+        kkt[size, size] = 0.0
+        rhs = np.zeros((size + 1, 2))
+        rhs[size, 0] = 1.0
+        rhs[:size, 1] = -self.mean_products[support]
+        solution, info = lapack.dgesv(kkt, rhs)[2:]  # LAPACK directly: a fraction of the cost
+        if info:  # affinely dependent gradients on the support
+            solution = np.linalg.lstsq(kkt, rhs, rcond=None)[0]
+        directions = solution[:size]  # the columns p and q
+        (a, b), (_, c2) = (directions.T @ kkt[:size, :size] @ directions).tolist()
+        # ‖p + t q‖²_M = (t·ball)² with t = r/ball: (c2 − ball²) t² + 2 b t + a = 0
+        ball = self.ball
+        roots = [t * ball for t in _quadratic_roots(c2 - ball * ball, b, a)]
+        roots = [r for r in roots if r > 0]
+        return min(roots) if roots else float("nan")
 
 
 def _quadratic_roots(a: float, half_b: float, c: float) -> list[float]:
@@ -155,32 +164,36 @@ def _quadratic_roots(a: float, half_b: float, c: float) -> list[float]:
     discriminant = half_b * half_b - a * c
     if discriminant < 0:
         return []
-    q = -(half_b + np.copysign(np.sqrt(discriminant), half_b))  # no cancellation
+    q = -(half_b + math.copysign(math.sqrt(discriminant), half_b))  # no cancellation
     if q == 0:
         return [0.0]
     return [q / a, c / q]
 
 
-def _root(inner, excess, piece_root, low: float, high: float, radius: float):
-    """The radius r in (low, high] with excess(inner(r), r) = 0, and w = inner(r).
+def _root(
+    problem: _RadiusProblem, low: float, high: float, w: np.ndarray, guess: float
+) -> tuple[np.ndarray, float]:
+    """w = inner(r) and ‖g_w‖ at the radius r in (low, high] where ‖g_w‖ = r, from
+    w = inner(low) (where ‖g_w‖ > low) and a first guess of r.
 
-    Each step solves the piece of the current support exactly (a quadratic); a guess outside
-    the bracket, or no progress, falls back to bisection. It ends in a few steps.
+    Each step takes the root of the piece of the current support (a quadratic: exact when the
+    support stays there); a root outside the bracket, or no progress, falls back to the guess,
+    then to bisection. It ends in a few steps.
     """
-    w = inner(radius)
+    radius = low
     for _ in range(200):
-        value = excess(w, radius)
-        if abs(value) <= 1e-14:
+        piece = problem.piece_root(w)
+        radius = piece if low < piece < high and piece != radius else guess
+        w = problem.inner(radius, w)
+        norm = problem.norm(w)
+        excess = norm / radius - 1.0  # decreasing in r
+        if abs(excess) <= 1e-14:
             break
-        if value > 0:
+        if excess > 0:
             low = radius
         else:
             high = radius
         if high - low <= 1e-15 * high:
             break
-        guess = piece_root(w)
-        if not (low < guess < high) or guess == radius:
-            guess = 0.5 * (low + high)
-        radius = guess
-        w = inner(radius)
-    return radius, w
+        guess = 0.5 * (low + high)
+    return w, norm

@@ -5,11 +5,11 @@ https://arxiv.org/abs/2406.16232 (the DualProj aggregator; Proposition 1; the to
 Weight: the preference-weighted gradient Jᵀu (u = 1/K each by default: the mean gradient) is
 projected onto the dual cone of the gradients, {x : ⟨x, g_j⟩ ≥ 0 for all j}. In weights:
 c = argmin_v vᵀM̃v subject to v ≥ u, with M̃ the Gram matrix M = JJᵀ divided by its trace (plus
-``reg_eps``·I); the shared parameters move along Σ_k c_k g_k. The QP is solved exactly
-(non-negative least squares in float64). The direction never conflicts with a task:
-⟨g_k, d⟩ ≥ 0 with ``reg_eps=0``, only ⟨g_k, d⟩ ≥ −reg_eps·tr(M)·c_k with a ridge. A direction
-below the rounding error of computing it (a numerically Pareto-stationary point) is returned
-as 0.
+``reg_eps``·I); the shared parameters move along Σ_k c_k g_k. The QP is solved exactly in float64
+(an active-set method on M̃; SciPy's nnls where M̃ is nearly singular). The direction never
+conflicts with a task: ⟨g_k, d⟩ ≥ 0 with ``reg_eps=0``, only ⟨g_k, d⟩ ≥ −reg_eps·tr(M)·c_k with
+a ridge. A direction below the rounding error of computing it (a numerically Pareto-stationary
+point) is returned as 0.
 Hyperparameters:
 ``preference`` ([] = 1/K each) — u, one non-negative number per task in the dataset's order.
 ``norm_eps`` (0) — M̃ = 0 (so c = u, the preference-weighted mean) when tr(M) < norm_eps.

@@ -18,10 +18,11 @@ normalisation optional and "not included in the paper", but its sample config us
 ``update`` (``normalized``) — ``normalized``: d = Σ α_k ĝ_k (LibMTL with grad_source=params);
 ``raw``: d = Σ α_k g_k, i.e. α only reweights the raw gradients (the official code, and LibMTL
 with rep_grad=True). The two agree when ``normalization=none``.
-``solver`` (``exact``) — ``exact``: the simplex QP solved to its KKT point (non-negative least
-squares on the Gram matrix in float64, Lawson–Hanson active set); ``frank_wolfe``: the paper's
-Algorithm 2 exactly as torchjd runs it (start at 1/K, at most 100 iterations, stop when the
-step γ < 1e-3), which can leave α about 0.1 away from the minimiser for K ≥ 3.
+``solver`` (``exact``) — ``exact``: the simplex QP solved to its KKT point in float64 (an
+active-set method on the Gram matrix; SciPy's Lawson–Hanson nnls where it is nearly singular,
+e.g. duplicated gradients); ``frank_wolfe``: the paper's Algorithm 2 exactly as torchjd runs it
+(start at 1/K, at most 100 iterations, stop when the step γ < 1e-3), which can leave α about 0.1
+away from the minimiser for K ≥ 3.
 State: none.
 Grad sources: params (MGDA) and features (MGDA-UB: the gradients ∂L_k/∂z of the shared
 representation z of the whole batch, as in the paper's upper bound).
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import Enum
+from functools import partial
 
 import numpy as np
 import torch
@@ -43,7 +45,6 @@ from mtl_runner.weighting._min_norm import (
     aggregation,
     min_norm_weights,
     negligible,
-    not_finite,
     solve_on_gram,
 )
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
@@ -98,12 +99,12 @@ class MGDA(GradientWeighting):
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
         if self.normalization.value != "none":  # the normalisers are computed in numpy
             losses = losses.detach().double().cpu().numpy()
-        weights, gram = solve_on_gram(jacobian, lambda gram: self.weights_from_gram(gram, losses))
-        return aggregation(weights, jacobian, negligible(weights, gram, jacobian.dtype))
+        uniform = np.full(self.num_tasks, 1.0 / self.num_tasks)  # for overflowed gradients
+        solve = partial(self.weights_from_gram, losses=losses)
+        solution = solve_on_gram(jacobian, solve, uniform)
+        return aggregation(solution.weights, jacobian, negligible(solution, jacobian.dtype))
 
     def weights_from_gram(self, gram: np.ndarray, losses: np.ndarray) -> np.ndarray:
-        if not_finite(gram):
-            return np.full(self.num_tasks, 1.0 / self.num_tasks)
         if self.normalization.value == "none":  # n = 1: nothing to divide
             if self.solver is MGDASolver.exact:
                 return min_norm_weights(gram)

@@ -39,14 +39,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.linalg import lapack
 
 from mtl_runner.weighting._checks import require
-from mtl_runner.weighting._min_norm import (
-    aggregation,
-    gram_matrix,
-    not_finite,
-    solve_on_gram,
-)
+from mtl_runner.weighting._gram import gram_matrix
+from mtl_runner.weighting._min_norm import GramSolution, aggregation, measured, solve_on_gram
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 _NEWTON_STEPS = 100
@@ -84,22 +81,28 @@ class NashMTL(GradientWeighting):
         self._step = 0
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
-        gram = None
-        if self._step % self.update_weights_every == 0:
-            self._alpha, gram = solve_on_gram(jacobian, self.solve)
+        solving = self._step % self.update_weights_every == 0
         self._step += 1
-        weights = self._alpha
-        if self.max_norm > 0:
-            gram = gram_matrix(jacobian) if gram is None else gram
-            norm = float(np.sqrt(max(weights @ gram @ weights, 0.0)))
-            if norm > self.max_norm:  # NaN (overflowed gradients) does not clip
-                weights = weights * (self.max_norm / norm)
-        return aggregation(weights, jacobian, False)
+        if solving:
+            solution = solve_on_gram(jacobian, self.solve, self._alpha)
+            self._alpha = solution.weights
+        elif self.max_norm > 0:  # the clipping needs ‖Σ α_k g_k‖ with the current gradients
+            solution = measured(self._alpha, gram_matrix(jacobian))
+        else:
+            return aggregation(self._alpha, jacobian, False)
+        return aggregation(self.clipped(solution), jacobian, False)
 
     def solve(self, gram: np.ndarray) -> np.ndarray:
         """The bargaining solution, or the previous α when there is none."""
-        solution = None if not_finite(gram) else bargaining_solution(gram, self._alpha)
+        solution = bargaining_solution(gram, self._alpha)
         return self._alpha if solution is None else solution
+
+    def clipped(self, solution: GramSolution) -> np.ndarray:
+        """α scaled down to ‖Σ α_k g_k‖ = max_norm when it is longer (max_norm > 0)."""
+        norm = math.sqrt(max(solution.squared_norm, 0.0))
+        if self.max_norm > 0 and norm > self.max_norm:  # NaN (overflowed gradients) does not clip
+            return solution.weights * (self.max_norm / norm)
+        return solution.weights
 
     def state_dict(self) -> dict[str, Any]:
         return {"alpha": torch.from_numpy(self._alpha.copy()), "step": self._step}
@@ -116,36 +119,41 @@ def bargaining_solution(gram: np.ndarray, start: np.ndarray) -> np.ndarray | Non
     Damped Newton on f(α) = ½αᵀM̃α − Σ log α_k with M̃ = M / tr(M) (self-concordant, so the
     step 1/(1 + Newton decrement) keeps α > 0 and decreases f); α = α̃ / √tr(M) at the end.
     """
-    trace = float(np.trace(gram))
+    trace = float(gram.trace())
     if not trace > 0:
         return None
     scaled = gram / trace
-    x = start * np.sqrt(trace)  # the previous solution in the scaled units
-    if not (np.isfinite(x).all() and (x > 0).all()):
+    x = start * math.sqrt(trace)  # the previous solution in the scaled units
+    if not _finite_positive(x):
         x = np.ones(len(x))
     curvature = float(x @ scaled @ x)
     if curvature > 0:  # the best multiple of the start: Σ x_k (M̃x)_k = K
-        x = x * np.sqrt(len(x) / curvature)
-    best, best_residual = x, np.inf
+        x = x * math.sqrt(len(x) / curvature)
+    best, best_residual = x, math.inf
     for _ in range(_NEWTON_STEPS):
         product = scaled @ x
-        residual = float(np.max(np.abs(x * product - 1.0)))
+        residual = float(np.abs(x * product - 1.0).max())
         if residual < best_residual:
             best, best_residual = x, residual
         if residual <= _RESIDUAL:
             break
-        gradient = product - 1.0 / x
-        hessian = scaled + np.diag(1.0 / (x * x))
-        try:
-            step = -np.linalg.solve(hessian, gradient)
-        except np.linalg.LinAlgError:
+        inverse = 1.0 / x
+        descent = inverse - product  # −∇f
+        hessian = scaled + np.diag(inverse * inverse)
+        # LAPACK's LU solve directly: numpy.linalg's wrapper costs several times the solve here
+        step, singular = lapack.dgesv(hessian, descent)[2:]
+        if singular:
             break
-        decrement = float(np.sqrt(max(-gradient @ step, 0.0)))
+        decrement = math.sqrt(max(float(descent @ step), 0.0))
         if decrement <= _DECREMENT:  # at the rounding floor: no step can do better
             break
         x = x + step / (1.0 + decrement) if decrement > 0.25 else x + step
-        if not (np.isfinite(x).all() and (x > 0).all()):
+        if not _finite_positive(x):
             break
     if best_residual <= _ACCEPTED_RESIDUAL:
-        return best / np.sqrt(trace)
+        return best / math.sqrt(trace)
     return None
+
+
+def _finite_positive(x: np.ndarray) -> bool:
+    return bool(x.min() > 0 and x.max() < math.inf)  # False with a NaN

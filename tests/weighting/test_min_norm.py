@@ -201,6 +201,75 @@ def test_a_non_converging_nnls_falls_back_to_bounded_least_squares(monkeypatch) 
     )
 
 
+@pytest.mark.parametrize(
+    "bypass",
+    [("well_conditioned", lambda matrix: False), ("_SWEEPS", 1)],
+    ids=["ill-conditioned", "support-not-settled"],
+)
+def test_the_nnls_route_agrees_with_the_active_set_method(monkeypatch, bypass) -> None:
+    """Where the active-set method cannot vouch for its result (an ill-conditioned Q, or a
+    support still changing after its sweeps) SciPy's nnls solves the same problem: forced here
+    on inputs the active-set method solves, both give the same weights."""
+    from mtl_runner.weighting import _min_norm
+
+    names = ["mgda", "upgrad", "dualproj", "cagrad"]
+    cases = random_jacobians(28, seed=14)
+    expected = {name: [weights_of(name, j).weights for j in cases] for name in names}
+    monkeypatch.setattr(_min_norm, *bypass)
+    for name in names:
+        for jacobian, weights in zip(cases, expected[name]):
+            torch.testing.assert_close(
+                weights_of(name, jacobian).weights, weights, rtol=1e-9, atol=1e-12
+            )
+
+
+def test_the_active_set_method_is_the_default_route(monkeypatch) -> None:
+    """Well-conditioned Gram matrices never reach nnls (the regression values still hold)."""
+    from mtl_runner.weighting import _min_norm
+
+    def unused(*args, **kwargs):
+        raise AssertionError("nnls was called")
+
+    monkeypatch.setattr(_min_norm, "_nnls", unused)
+    torch.testing.assert_close(
+        weights_of("mgda", J_REF).weights, torch.tensor([0.6, 0.4], dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        weights_of("upgrad", J_REF).weights, torch.tensor([10 / 9, 15 / 19], dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        weights_of("dualproj", J_REF).weights, torch.tensor([11 / 18, 0.5], dtype=torch.float64)
+    )
+    for jacobian in random_jacobians(14, seed=15, rank_deficient=False):
+        for name in ["mgda", "upgrad", "dualproj", "cagrad"]:
+            weights_of(name, jacobian / jacobian.norm())
+
+
+def test_the_nnls_route_falls_back_to_bounded_least_squares(monkeypatch) -> None:
+    from mtl_runner.weighting import _min_norm
+
+    def give_up(*args, **kwargs):
+        raise RuntimeError("Maximum number of iterations reached.")
+
+    monkeypatch.setattr(_min_norm, "well_conditioned", lambda matrix: False)
+    monkeypatch.setattr(_min_norm, "nnls", give_up)
+    torch.testing.assert_close(
+        weights_of("mgda", J_REF).weights, torch.tensor([0.6, 0.4], dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        weights_of("upgrad", J_REF).weights, torch.tensor([10 / 9, 15 / 19], dtype=torch.float64)
+    )
+
+
+def test_duplicated_or_zero_gradients_are_not_well_conditioned() -> None:
+    from mtl_runner.weighting._min_norm import well_conditioned
+
+    m = gram(torch.tensor([[1.0, 2.0, 0.0], [0.5, -1.0, 1.0], [1.0, 2.0, 0.0]]).double())
+    assert not well_conditioned(m / m.diagonal().max() + 1.0)  # the min-norm problem's Q
+    assert not well_conditioned(np.diag([1.0, 0.0]))
+    assert well_conditioned(M_REF / 38 + 1.0) and well_conditioned(M_REF)
+
+
 @pytest.mark.parametrize("name", ["mgda", "upgrad", "dualproj", "cagrad", "nash_mtl"])
 def test_weights_do_not_depend_on_the_gradients_scale(name: str) -> None:
     """No absolute epsilons: J and 1e-8·J give the same weights (Nash-MTL: α/1e-8)."""
