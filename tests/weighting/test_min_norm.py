@@ -186,21 +186,6 @@ def test_float32_gradients_near_pareto_stationarity_use_a_float64_gram(name: str
     torch.testing.assert_close(weights.double(), expected, rtol=1e-6, atol=1e-9)
 
 
-def test_a_non_converging_nnls_falls_back_to_bounded_least_squares(monkeypatch) -> None:
-    from mtl_runner.weighting import _min_norm
-
-    def give_up(*args, **kwargs):
-        raise RuntimeError("Maximum number of iterations reached.")
-
-    monkeypatch.setattr(_min_norm, "nnls", give_up)
-    torch.testing.assert_close(
-        weights_of("mgda", J_REF).weights, torch.tensor([0.6, 0.4], dtype=torch.float64)
-    )
-    torch.testing.assert_close(
-        weights_of("upgrad", J_REF).weights, torch.tensor([10 / 9, 15 / 19], dtype=torch.float64)
-    )
-
-
 @pytest.mark.parametrize(
     "bypass",
     [("well_conditioned", lambda matrix: False), ("_SWEEPS", 1)],
