@@ -1,41 +1,33 @@
 """Helpers shared by the gradient-surgery methods (PCGrad, GradVac, ConFIG).
 
 These methods only need inner products between task gradients, so they work on the Gram matrix
-G = J Jᵀ (K × K) and return coefficients: the cost is one O(K²D) product plus O(K³) scalar work,
-never O(K²D) per projection.
+G = J Jᵀ (K × K, formed once by :func:`mtl_runner.weighting._gram.gram_matrix` with float64
+products) and return coefficients: the cost is one O(K²D) product plus O(K³) scalar work in
+NumPy or plain Python floats, never O(K²D) per projection.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 
-# columns per float64 block when the Jacobian is not float64 (bounds the temporary copy)
-_BLOCK = 1 << 18
+from mtl_runner.weighting._gram import gram_matrix
 
 
-def gram_matrix(jacobian: torch.Tensor) -> torch.Tensor:
-    """G = J Jᵀ accumulated in float64 (in blocks of columns), returned on the CPU."""
-    if jacobian.dtype == torch.float64:
-        return (jacobian @ jacobian.T).cpu()
-    num_tasks, width = jacobian.shape
-    gram = torch.zeros(num_tasks, num_tasks, dtype=torch.float64, device=jacobian.device)
-    for start in range(0, width, _BLOCK):
-        block = jacobian[:, start : start + _BLOCK].double()
-        gram += block @ block.T
-    return gram.cpu()
-
-
-def scale_free_gram(jacobian: torch.Tensor) -> torch.Tensor:
-    """The Gram matrix divided by its largest diagonal entry (unchanged when J = 0).
+def scale_free_gram(jacobian: torch.Tensor) -> np.ndarray:
+    """G = JJᵀ (float64 products) divided by its largest diagonal entry (unchanged when that
+    entry is not > 0, e.g. J = 0).
 
     Projection coefficients are invariant to scaling J, so dividing out the scale keeps them
     exact while making every guard relative: J scaled by 1e-8 or 1e8 gives the same result.
     """
-    gram = gram_matrix(jacobian)
+    gram = gram_matrix(jacobian, exact=True)
     largest = gram.diagonal().max()
     return gram / largest if largest > 0 else gram
 
 
-def to_weights(coefficients: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Coefficients as weights on the Jacobian's device and in its dtype."""
-    return coefficients.to(device=like.device, dtype=like.dtype)
+def column_sums(coefficients: Sequence[Sequence[float]]) -> np.ndarray:
+    """c = C.sum(0) for the rows g_i^PC = Σ_k C_ik g_k (the logged weights), as float64."""
+    return np.array([sum(column) for column in zip(*coefficients)], dtype=np.float64)

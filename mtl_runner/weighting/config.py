@@ -8,8 +8,9 @@ d = (Σ_k ⟨g_k, unit⟩) · unit. When the gradients are linearly independent,
 every k (the paper's conflict-free guarantee).
 Weight: d lies in the row space of J, so d = cᵀJ exactly, and c is computed in closed form (not
 fitted): U⁺ 1 = Uᵀ (UUᵀ)⁺ 1, so with Ĝ = UUᵀ (the cosine matrix), a = Ĝ⁺ 1 and b_k = a_k/‖g_k‖,
-g_u = Σ_k b_k g_k and c = (1ᵀGb / bᵀGb) · b, where G = JJᵀ (float64). c is scale free (J scaled
-by 1e-8 or 1e8 gives the same c) and c = 0 when d = 0. When J is rank deficient, c is not unique
+g_u = Σ_k b_k g_k and c = (1ᵀGb / bᵀGb) · b, where G = JJᵀ (float64 products); Ĝ⁺ comes from
+one NumPy eigendecomposition of the K × K matrix Ĝ. c is scale free (J scaled by 1e-8 or 1e8
+gives the same c) and c = 0 when d = 0. When J is rank deficient, c is not unique
 and the one logged is this construction's. c_k can be negative (about 1 in 5 random K = 4 draws);
 the head of task k still gets c_k ∇_head L_k (the project-wide convention).
 Rank: eigenvalues of Ĝ below 1e-10 of the largest count as zero (independent parts below 1e-5
@@ -30,9 +31,10 @@ LibMTL has no ConFIG. The paper's momentum variant (M-ConFIG) is not this method
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from mtl_runner.weighting._surgery import gram_matrix, to_weights
+from mtl_runner.weighting._gram import as_weights, gram_matrix
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting
 
 RANK_RTOL = 1e-10  # eigenvalues of the cosine matrix below RANK_RTOL·largest count as zero
@@ -41,28 +43,28 @@ RANK_RTOL = 1e-10  # eigenvalues of the cosine matrix below RANK_RTOL·largest c
 class ConFIG(GradientWeighting):
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
         return Aggregation(
-            weights=to_weights(self.weights_from_gram(gram_matrix(jacobian)), jacobian)
+            weights=as_weights(self.weights_from_gram(gram_matrix(jacobian, exact=True)), jacobian)
         )
 
     @staticmethod
-    def weights_from_gram(gram: torch.Tensor) -> torch.Tensor:
-        """c with d = cᵀJ, from the Gram matrix G = JJᵀ (float64)."""
-        num_tasks = gram.shape[0]
-        zeros = torch.zeros(num_tasks, dtype=torch.float64)
+    def weights_from_gram(gram: np.ndarray) -> np.ndarray:
+        """c with d = cᵀJ, from the symmetric Gram matrix G = JJᵀ (float64)."""
+        zeros = np.zeros(len(gram))
         largest = gram.diagonal().max()
         if not largest > 0:
             return zeros
         gram = gram / largest  # c is scale free; this keeps every product in range
-        norms = gram.diagonal().clamp_min(0.0).sqrt()
-        inverse_norms = torch.where(norms > 0, 1.0 / norms.clamp_min(1e-300), 0.0)
+        norms = np.sqrt(np.maximum(gram.diagonal(), 0.0))
+        inverse_norms = np.divide(1.0, norms, out=zeros.copy(), where=norms > 0)  # 0: u_k = 0
         cosines = gram * inverse_norms[:, None] * inverse_norms[None, :]
-        eigenvalues, eigenvectors = torch.linalg.eigh(cosines)
+        eigenvalues, eigenvectors = np.linalg.eigh(cosines)
         kept = eigenvalues > RANK_RTOL * eigenvalues.max()
-        basis = eigenvectors[:, kept]
-        ones = torch.ones(num_tasks, dtype=torch.float64)
-        solution = basis @ ((basis.T @ ones) / eigenvalues[kept])  # a = Ĝ⁺ 1
+        # a = Ĝ⁺ 1 = V Λ⁺ Vᵀ 1, with 1/λ on the kept eigenvalues and 0 on the others
+        inverse_eigenvalues = np.divide(1.0, eigenvalues, out=zeros.copy(), where=kept)
+        solution = eigenvectors @ (inverse_eigenvalues * eigenvectors.sum(0))
         b = solution * inverse_norms  # g_u = Σ_k b_k g_k
-        squared_norm = b @ gram @ b  # ‖g_u‖²
+        gram_b = gram @ b
+        squared_norm = b @ gram_b  # ‖g_u‖²
         if not squared_norm > 0:
             return zeros
-        return (gram @ b).sum() / squared_norm * b
+        return gram_b.sum() / squared_norm * b

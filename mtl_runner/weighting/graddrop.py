@@ -86,8 +86,7 @@ class GradDrop(GradientWeighting):
 
     def drop(self, jacobian: torch.Tensor) -> Aggregation:
         """The per-element form on J ([K, D]): P, U and the masks for each of the D columns."""
-        masks = self._masks(jacobian)
-        return self._combine(jacobian, masks)
+        return self._combine(jacobian, self._keep(jacobian))
 
     def drop_batch(self, jacobian: torch.Tensor, activations: torch.Tensor) -> Aggregation:
         """LibMTL's form: J ([K, B·R]) and z ([B, ...]); one mask per unit, shared by the batch."""
@@ -96,31 +95,47 @@ class GradDrop(GradientWeighting):
         per_sample = jacobian.reshape(num_tasks, batch, -1)
         signs = torch.sign(activations.reshape(batch, -1)).to(jacobian.dtype)
         reduced = (per_sample * signs).sum(1)  # S_k, [K, R]
-        masks = self._masks(reduced)[:, None, :].expand_as(per_sample)
-        return self._combine(jacobian, masks.reshape(jacobian.shape))
-
-    def _masks(self, signals: torch.Tensor) -> torch.Tensor:
-        """ℓ + (1 − ℓ) M_k for the columns of ``signals`` ([K, N])."""
-        keep = self._keep(signals)
-        if self.leak == 0.0:  # ℓ + (1 − ℓ)·M = M exactly
-            return keep.to(signals.dtype)
-        return self.leak + (1.0 - self.leak) * keep.to(signals.dtype)
+        return self._combine(per_sample, self._keep(reduced)[:, None, :])
 
     def _keep(self, signals: torch.Tensor) -> torch.Tensor:
-        """M_k (bool) for the columns of ``signals`` ([K, N])."""
+        """M_k (1 or 0, in the signals' dtype) for the columns of ``signals`` ([K, N])."""
         total = signals.sum(0)
         magnitude = signals.abs().sum(0)
         tiny = torch.finfo(signals.dtype).tiny
-        # where Σ|∇| = 0 every ∇ is 0, so Σ∇ / tiny is exactly 0: no torch.where needed
-        ratio = total / magnitude.clamp_min(tiny)
-        purity = 0.5 * (1.0 + ratio.clamp(-1.0, 1.0))
+        # P = ½ (1 + Σ∇ / Σ|∇|), in place on the two temporaries; where Σ|∇| = 0 every ∇ is 0,
+        # so Σ∇ / tiny is exactly 0: no torch.where needed
+        purity = total.div_(magnitude.clamp_min_(tiny)).clamp_(-1.0, 1.0).add_(1.0).mul_(0.5)
         draw = torch.rand(purity.shape, dtype=signals.dtype, device=signals.device)
-        return (purity > draw) & (signals > 0) | (purity < draw) & (signals < 0)
+        # +1 where the positive sign survives (P > U), −1 where the negative does, 0 if P = U
+        # (exact: P − U of two floats in [0, 1] is 0 only when they are equal)
+        surviving = torch.sign(purity - draw)
+        # M = [∇ · sign(P − U) > 0], in float kernels: boolean ones cost several times more on
+        # the CPU; a NaN ∇ or P gives 0 (torch.sign(NaN) = 0), as the comparisons did
+        return (signals * surviving).clamp_min_(0.0).sign_()
 
-    def _combine(self, jacobian: torch.Tensor, masks: torch.Tensor) -> Aggregation:
-        direction = (masks * jacobian).sum(0)
-        squares = jacobian.double().square()
-        total = squares.sum(1)
-        kept = (masks.double() * squares).sum(1)
-        weights = torch.where(total > 0, kept / total.clamp_min(1e-300), 1.0)
-        return Aggregation(weights=weights.to(jacobian.dtype), direction=direction)
+    def _combine(self, gradients: torch.Tensor, keep: torch.Tensor) -> Aggregation:
+        """d and c from the gradients ∇ ([K, ...]) and M (broadcastable to them)."""
+        survivors = keep * gradients  # M ⊙ ∇
+        if self.leak == 0.0:  # ℓ + (1 − ℓ)·M = M exactly
+            direction = survivors.sum(0)
+        else:
+            direction = ((self.leak + (1.0 - self.leak) * keep) * gradients).sum(0)
+        total = squared_norms(gradients)
+        kept = squared_norms(survivors)
+        passed = kept if self.leak == 0.0 else self._passed(total, kept, gradients.dtype)
+        weights = [p / t if t > 0 else 1.0 for p, t in zip(passed, total)]
+        return Aggregation(
+            weights=torch.tensor(weights, dtype=gradients.dtype, device=gradients.device),
+            direction=direction.flatten(),
+        )
+
+    def _passed(self, total: list[float], kept: list[float], dtype: torch.dtype) -> list[float]:
+        """Σ_e m_ke ∇_ke² from Σ ∇² and Σ (M ⊙ ∇)²: the mask is m_low where M = 0 and m_high
+        where M = 1, the two values ℓ + (1 − ℓ)·M takes in the gradients' dtype."""
+        low, high = (self.leak + (1.0 - self.leak) * torch.tensor([0.0, 1.0], dtype=dtype)).tolist()
+        return [low * (t - k) + high * k for t, k in zip(total, kept)]
+
+
+def squared_norms(rows: torch.Tensor) -> list[float]:
+    """Σ_e x_ke² for each row k of ``rows`` ([K, ...]), exact: float32 squares fit in float64."""
+    return rows.flatten(1).to(torch.float64, copy=True).square_().sum(1).tolist()

@@ -10,11 +10,11 @@ g_i^PC ← g_i^PC + ‖g_i^PC‖ (φ̂_ij √(1−φ_ij²) − φ_ij √(1−φ�
 which raises the cosine to exactly φ̂_ij; then, always, φ̂_ij ← (1−β) φ̂_ij + β φ_ij (with the
 φ_ij measured before the correction). The update is the SUM d = Σ_i g_i^PC. Writing
 g_i^PC = Σ_k C_ik g_k, the logged weight is c = C.sum(0), so d = Σ_k c_k g_k = cᵀJ exactly.
-The computation runs on the K × K Gram matrix in float64, divided by its largest diagonal entry
-(cosines and the ratio ‖g_i^PC‖/‖g_j‖ do not depend on scale), so the weights do not depend on
-the scale of J; a zero g_i^PC or g_j has cosine 0, and a zero g_j is never added. A target of
-exactly φ̂ = 1 (reachable only with beta = 1 on parallel gradients) has no finite correction and
-is left alone.
+The computation runs on the K × K Gram matrix (float64 products; the O(K³) scalar steps in
+plain floats), divided by its largest diagonal entry (cosines and the ratio ‖g_i^PC‖/‖g_j‖ do
+not depend on scale), so the weights do not depend on the scale of J; a zero g_i^PC or g_j has
+cosine 0, and a zero g_j is never added. A target of exactly φ̂ = 1 (reachable only with
+beta = 1 on parallel gradients) has no finite correction and is left alone.
 Hyperparameters: ``beta`` ∈ [0, 1], the EMA rate of the targets (paper: 1e-2; LibMTL and
 torchjd default to 0.5 — set beta=0.5 for their variant; beta = 0 keeps every target at 0,
 which is PCGrad).
@@ -39,12 +39,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from operator import mul
 from typing import Any
 
+import numpy as np
 import torch
 
 from mtl_runner.weighting._checks import require
-from mtl_runner.weighting._surgery import scale_free_gram, to_weights
+from mtl_runner.weighting._gram import as_weights
+from mtl_runner.weighting._surgery import column_sums, scale_free_gram
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 
@@ -64,39 +67,39 @@ class GradVac(GradientWeighting):
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
         weights = self.weights_from_gram(scale_free_gram(jacobian))
-        return Aggregation(weights=to_weights(weights, jacobian))
+        return Aggregation(weights=as_weights(weights, jacobian))
 
-    def weights_from_gram(self, gram: torch.Tensor) -> torch.Tensor:
-        """c = C.sum(0) from the Gram matrix G (float64); updates the targets φ̂."""
-        num_tasks = gram.shape[0]
-        g = gram.tolist()  # K is small: plain floats are faster than 0-d tensors
+    def weights_from_gram(self, gram: np.ndarray) -> np.ndarray:
+        """c = C.sum(0) from the symmetric Gram matrix G (float64); updates the targets φ̂."""
+        num_tasks = len(gram)
+        g = gram.tolist()  # K is small: plain floats are faster than arrays
         targets = self.targets.tolist()
         norms = [math.sqrt(max(g[j][j], 0.0)) for j in range(num_tasks)]
         coefficients = [[float(i == k) for k in range(num_tasks)] for i in range(num_tasks)]
         for i in range(num_tasks):
-            row = coefficients[i]
-            # inner products of g_i^PC with every original g_k
-            inner = [sum(row[m] * g[m][k] for m in range(num_tasks)) for k in range(num_tasks)]
+            row, target_row = coefficients[i], targets[i]
+            inner = list(g[i])  # g_i^PC · g_k for every k: g_i^PC = g_i to begin with
+            norm_i = length(row, inner)  # ‖g_i^PC‖, recomputed only when g_i^PC changes
             others = [j for j in range(num_tasks) if j != i]
             for index in torch.randperm(num_tasks - 1).tolist():
                 j = others[index]
-                norm_i = math.sqrt(max(sum(r * p for r, p in zip(row, inner)), 0.0))
-                denominator = norm_i * norms[j]
+                norm_j, target = norms[j], target_row[j]
+                denominator = norm_i * norm_j
                 cosine = inner[j] / denominator if denominator > 0 else 0.0
                 cosine = min(max(cosine, -1.0), 1.0)
-                target = targets[i][j]
                 room = math.sqrt(max(1.0 - target * target, 0.0))
-                if cosine < target and norms[j] > 0 and room > 0:
+                if cosine < target and norm_j > 0 and room > 0:
                     step = (
                         norm_i
                         * (target * math.sqrt(max(1.0 - cosine * cosine, 0.0)) - cosine * room)
-                        / (norms[j] * room)
+                        / (norm_j * room)
                     )
                     row[j] += step
                     inner = [p + step * q for p, q in zip(inner, g[j])]
-                targets[i][j] = (1.0 - self.beta) * target + self.beta * cosine
-        self.targets = torch.tensor(targets, dtype=torch.float64)
-        return torch.tensor(coefficients, dtype=torch.float64).sum(0)
+                    norm_i = length(row, inner)
+                target_row[j] = (1.0 - self.beta) * target + self.beta * cosine
+        self.targets = torch.from_numpy(np.array(targets, dtype=np.float64))
+        return column_sums(coefficients)
 
     def state_dict(self) -> dict[str, Any]:
         return {"targets": self.targets.clone()}
@@ -109,3 +112,8 @@ class GradVac(GradientWeighting):
                 f"expected ({self.num_tasks}, {self.num_tasks})"
             )
         self.targets = targets
+
+
+def length(coefficients: list[float], inner: list[float]) -> float:
+    """‖Σ_k C_k g_k‖ from C and the inner products Σ_m C_m g_m · g_k (float64)."""
+    return math.sqrt(max(sum(map(mul, coefficients, inner)), 0.0))

@@ -7,9 +7,9 @@ g_i^PC starts as g_i; for every other task j, in a random order, if g_i^PC·g_j 
 g_i^PC ← g_i^PC − (g_i^PC·g_j)/‖g_j‖² · g_j. The update is the SUM d = Σ_i g_i^PC. Writing
 g_i^PC = Σ_k C_ik g_k, the logged weight is c = C.sum(0), so d = Σ_k c_k g_k = cᵀJ exactly; c_k
 is 1 plus what the other tasks' projections added of g_k (c = 1 when nothing conflicts).
-Everything runs on the K × K Gram matrix (O(K³) after one O(K²D) product), in float64, on the
-Gram matrix divided by its largest diagonal entry, so the weights do not depend on the scale of
-J; a zero gradient g_j is never projected on.
+Everything runs on the K × K Gram matrix (O(K³) plain float64 steps after one O(K²D) product),
+divided by its largest diagonal entry, so the weights do not depend on the scale of J; a zero
+gradient g_j is never projected on.
 Hyperparameters: none besides ``grad_source``.
 State: none. The order is random: for each i, ``torch.randperm(K)`` from torch's global RNG
 (seeded and checkpointed by the trainer), skipping i — the same draws as torchjd.
@@ -27,9 +27,13 @@ order).
 
 from __future__ import annotations
 
+from operator import mul
+
+import numpy as np
 import torch
 
-from mtl_runner.weighting._surgery import scale_free_gram, to_weights
+from mtl_runner.weighting._gram import as_weights
+from mtl_runner.weighting._surgery import column_sums, scale_free_gram
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting
 
 
@@ -38,21 +42,21 @@ class PCGrad(GradientWeighting):
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
         return Aggregation(
-            weights=to_weights(self.weights_from_gram(scale_free_gram(jacobian)), jacobian)
+            weights=as_weights(self.weights_from_gram(scale_free_gram(jacobian)), jacobian)
         )
 
     @staticmethod
-    def weights_from_gram(gram: torch.Tensor) -> torch.Tensor:
-        """c = C.sum(0) with g_i^PC = Σ_k C_ik g_k, from the Gram matrix G (float64)."""
-        num_tasks = gram.shape[0]
-        g = gram.tolist()  # K is small: plain floats are faster than 0-d tensors
+    def weights_from_gram(gram: np.ndarray) -> np.ndarray:
+        """c = C.sum(0) with g_i^PC = Σ_k C_ik g_k, from the symmetric Gram matrix G (float64)."""
+        num_tasks = len(gram)
+        g = gram.tolist()  # K is small: plain floats are faster than arrays
         coefficients = [[float(i == k) for k in range(num_tasks)] for i in range(num_tasks)]
         for i in range(num_tasks):
             row = coefficients[i]  # the coefficients of g_i^PC
             for j in torch.randperm(num_tasks).tolist():
                 if j == i or not g[j][j] > 0:
                     continue
-                inner = sum(row[m] * g[m][j] for m in range(num_tasks))  # g_i^PC · g_j
+                inner = sum(map(mul, row, g[j]))  # g_i^PC · g_j (G is symmetric)
                 if inner < 0:
                     row[j] -= inner / g[j][j]
-        return torch.tensor(coefficients, dtype=torch.float64).sum(0)
+        return column_sums(coefficients)

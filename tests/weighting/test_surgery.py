@@ -100,6 +100,20 @@ def test_pcgrad_never_projects_on_a_zero_gradient() -> None:
     torch.testing.assert_close(weights, torch.tensor([2.0, 1.0, 1.5]))
 
 
+def test_pcgrad_and_gradvac_draw_one_permutation_per_task() -> None:
+    """The random stream, which seeded runs rely on: PCGrad draws ``randperm(K)`` and GradVac
+    ``randperm(K − 1)``, once per task, and nothing else."""
+    jacobian = random_jacobian(4, seed=2)
+    for method, size in ((PCGrad(tasks(4)), 4), (GradVac(tasks(4)), 3)):
+        torch.manual_seed(0)
+        method.aggregate(jacobian, torch.ones(4))
+        after = torch.rand(5)
+        torch.manual_seed(0)
+        for _ in range(4):
+            torch.randperm(size)
+        torch.testing.assert_close(after, torch.rand(5), rtol=0, atol=0)
+
+
 # ---------------------------------------------------------------------------------- GradVac
 
 
@@ -261,6 +275,38 @@ def test_graddrop_matches_torchjd_with_the_same_draws(k: int, leak: float) -> No
         ours = GradDrop(tasks(k), leak=leak).aggregate(jacobian, torch.ones(k)).direction
         torch.manual_seed(seed)
         torch.testing.assert_close(ours, aggregator(jacobian))
+
+
+@pytest.mark.parametrize("leak", [0.0, 0.3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_graddrop_masks_are_the_sign_comparisons_of_the_same_draw(
+    dtype: torch.dtype, leak: float
+) -> None:
+    generator = torch.Generator().manual_seed(0)
+    jacobian = torch.randn(4, 300, generator=generator).to(dtype)
+    jacobian[:, :20] = 0.0  # Σ|∇| = 0: P = ½
+    jacobian[1, 20:60] = 0.0
+    jacobian[2, 60:80] = -jacobian[0, 60:80]
+    jacobian[3, 299] = math.nan
+    torch.manual_seed(3)
+    aggregation = GradDrop(tasks(4), leak=leak).aggregate(jacobian, torch.ones(4))
+    # the definition, with boolean comparisons and float64 squares, on the same torch.rand draw
+    torch.manual_seed(3)
+    ratio = jacobian.sum(0) / jacobian.abs().sum(0).clamp_min(torch.finfo(dtype).tiny)
+    purity = 0.5 * (1.0 + ratio.clamp(-1.0, 1.0))
+    draw = torch.rand(purity.shape, dtype=dtype)
+    keep = (purity > draw) & (jacobian > 0) | (purity < draw) & (jacobian < 0)
+    masks = leak + (1.0 - leak) * keep.to(dtype)
+    torch.testing.assert_close(
+        aggregation.direction, (masks * jacobian).sum(0), rtol=0, atol=0, equal_nan=True
+    )
+    squares = jacobian.double().square()
+    expected = torch.where(
+        squares.sum(1) > 0, (masks.double() * squares).sum(1) / squares.sum(1), 1.0
+    )
+    assert aggregation.weights.dtype == dtype and aggregation.weights[3].item() == 1.0  # NaN row
+    rtol = 1e-13 if dtype == torch.float64 else 1.2e-7  # float32: at most one rounding apart
+    torch.testing.assert_close(aggregation.weights, expected.to(dtype), rtol=rtol, atol=0)
 
 
 def test_graddrop_batch_purity_through_backward() -> None:
