@@ -71,13 +71,13 @@ class Bench:
         self.shared = tuple(self.model.shared_parameters())
         self.heads = {t.name: tuple(self.model.task_parameters(t.name)) for t in self.tasks}
 
-    def forward(self, split: bool = False):
-        """Losses, z and (with ``split``) the per-task copies of z, as the trainer makes them."""
+    def forward(self, method: Weighting | None = None):
+        """Losses, z and the taps of z that ``method`` asks for, as the trainer makes them."""
         z = self.model.encode(self.features)
-        copies = {t.name: z.detach().requires_grad_() for t in self.tasks} if split else None
+        copies = None if method is None else method.representation_taps(z)
         outputs = (
             {n: self.model.decode_task(n, c) for n, c in copies.items()}
-            if copies
+            if copies is not None
             else self.model.decode(z)
         )
         losses = torch.stack([t.loss(outputs[t.name], self.targets[t.name]) for t in self.tasks])
@@ -87,7 +87,7 @@ class Bench:
         return self.forward()[:2]
 
     def step(self, method: Weighting) -> None:
-        losses, z, copies = self.forward(method.splits_representation)
+        losses, z, copies = self.forward(method)
         self.optimizer.zero_grad(set_to_none=True)
         context = StepContext(
             backward=lambda total: total.backward(),

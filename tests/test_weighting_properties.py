@@ -186,15 +186,17 @@ def absent_task_step(method: Weighting) -> tuple[torch.Tensor, HardParameterShar
     targets = {t.name: torch.randint(3, (16,)) for t in tasks}
     targets["t1"][:] = MISSING_CLASS
 
-    def forward(split: bool):
+    def forward(tapped: bool):
         z = model.encode(features)
-        copies = {t.name: z.detach().requires_grad_() for t in tasks} if split else None
+        copies = method.representation_taps(z) if tapped else None
         outputs = (
-            {n: model.decode_task(n, c) for n, c in copies.items()} if copies else model.decode(z)
+            {n: model.decode_task(n, c) for n, c in copies.items()}
+            if copies is not None
+            else model.decode(z)
         )
         return torch.stack([t.loss(outputs[t.name], targets[t.name]) for t in tasks]), z, copies
 
-    losses, z, copies = forward(method.splits_representation)
+    losses, z, copies = forward(True)
     context = StepContext(
         backward=lambda total: total.backward(),
         shared_parameters=tuple(model.shared_parameters()),
