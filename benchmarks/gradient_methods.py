@@ -10,7 +10,9 @@ method's backward, Adam) through the trainer's own step code and prints, per met
 - ``torchjd/params``: torchjd.mtl_backward + jac_to_grad(Mean) against our parameter-level
   Jacobian path with a trivial aggregator (target >= 1.3x faster);
 - ``solve %``: the method's ``aggregate`` call alone as a share of its parameter-level step
-  (target <= 15% at K = 3 and K = 10).
+  (target <= 15% at K = 3 and K = 10);
+- ``feature path alone``: the feature-level step with a do-nothing solve against an EW step:
+  what the one-pass backward through the taps costs before any method's solve.
 
 Each ratio times its two paths back to back in every repeat and reports the median of the
 per-repeat ratios, so the slow drifts of a shared machine cancel. A
@@ -184,6 +186,9 @@ def report(num_tasks: int, names: list[str], repeats: int, calls: int) -> None:
         )
     except ImportError:
         print("  torchjd not installed: skipped the torchjd comparison")
+    path = MeanAggregation(task_names, grad_source="features")
+    alone, _ = paired_ratio(repeats, calls, lambda: bench.step(path), ew_step)
+    print(f"  feature path alone (a do-nothing solve): {alone:.2f}x EW")
     print(f"  {'method':<14}{'features/EW':>12}{'params/EW':>11}{'solve %':>9}")
     for name in names:
         cells, steps = [], []
