@@ -1,30 +1,21 @@
-"""Helpers shared by the balancing methods (imtl, aligned_mtl, fairgrad, excess_mtl, gradnorm).
+"""Helpers shared by the balancing methods (imtl, aligned_mtl, fairgrad).
 
-The K × K solves run in float64 on the CPU (K is small). The Gram matrix is normalised by its
-mean diagonal, so what follows does not depend on the scale of J, and a rank tolerance is taken
-from the precision of the Jacobian's own dtype: an eigenvalue of M below λ_max·K·eps(dtype)
-counts as zero (the tolerance torchjd uses, with M computed from J in that dtype).
+They read the float64 Gram matrix M = J Jᵀ of ``_gram.gram_matrix(jacobian, exact=True)`` (the
+products formed in float64) and do the K × K work in NumPy. A spectrum is taken of M divided by
+its largest diagonal entry, so what follows does not depend on the scale of J, and a rank
+tolerance is taken from the precision of the Jacobian's own dtype: an eigenvalue of M below
+λ_max·K·eps(dtype) counts as zero (the tolerance torchjd uses, with M computed from J in that
+dtype).
 """
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
+import numpy as np
 import torch
-
-
-def gram_matrix(jacobian: torch.Tensor) -> torch.Tensor:
-    """M = J Jᵀ in float64 on the CPU, exactly symmetric."""
-    rows = jacobian.detach().to(torch.float64)
-    gram = (rows @ rows.T).cpu()
-    return 0.5 * (gram + gram.T)
-
-
-def normalised_gram(jacobian: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """(M / s, s) with s = mean_k ‖g_k‖², the mean diagonal of M; s = 0 when J = 0."""
-    gram = gram_matrix(jacobian)
-    scale = float(torch.diagonal(gram).mean())
-    if not scale > 0 or not torch.isfinite(gram).all():
-        return torch.zeros_like(gram), 0.0
-    return gram / scale, scale
+from scipy.linalg import lapack
 
 
 def precision(jacobian: torch.Tensor) -> float:
@@ -33,6 +24,39 @@ def precision(jacobian: torch.Tensor) -> float:
     return float(torch.finfo(dtype).eps)
 
 
-def to_weights(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """float64 CPU weights → the Jacobian's device and dtype."""
-    return values.to(device=like.device, dtype=like.dtype)
+class Spectrum(NamedTuple):
+    """The eigendecomposition of M / s, s = max_k M_kk, and how many eigenvalues count as zero."""
+
+    eigenvalues: np.ndarray  # ascending
+    vectors: np.ndarray  # orthonormal, one per column
+    dropped: int  # the first ones, at most λ_max·K·eps: V[:, dropped:] spans the range of M
+    scale: float  # s
+
+
+def spectrum(gram: np.ndarray, eps: float) -> Spectrum | None:
+    """The spectrum of a float64 Gram matrix; None when no gradient is nonzero and finite."""
+    scale = float(gram.diagonal().max())
+    if not 0.0 < scale < math.inf:  # every gradient is zero, or one overflowed (inf or NaN)
+        return None
+    eigenvalues, vectors = symmetric_eigh(gram / scale)
+    dropped = int(eigenvalues.searchsorted(eigenvalues[-1] * len(gram) * eps, side="right"))
+    return Spectrum(eigenvalues, vectors, dropped, scale)
+
+
+def symmetric_eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ascending eigenvalues and orthonormal eigenvectors of a symmetric float64 matrix: LAPACK's
+    dsyevd, as numpy.linalg.eigh, called directly (numpy's wrapper costs several times the
+    decomposition at K ≤ 10)."""
+    eigenvalues, vectors, info = lapack.dsyevd(matrix, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"the eigendecomposition did not converge (dsyevd info={info})")
+    return eigenvalues, vectors
+
+
+def solve(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """matrix⁻¹·vector by LU with partial pivoting: LAPACK's dgesv, as numpy.linalg.solve, called
+    directly (numpy's wrapper costs several times the solve at K ≤ 10)."""
+    _, _, solution, info = lapack.dgesv(matrix, vector)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"singular matrix (dgesv info={info})")
+    return solution

@@ -8,7 +8,7 @@ B = √σ · V_r Λ_r^{-1/2} V_rᵀ, and the logged weight is α = B·p, so the 
 along d = Σ_k α_k g_k: the gradient matrix with all its singular values set to √σ (an aligned,
 well-conditioned system), times the preference p. p = 𝟙 by default (the paper, the official code
 and LibMTL), or 𝟙/K (torchjd), which divides every weight by K. When every eigenvalue is zero
-(J = 0), B = I and α = p.
+(J = 0), or a gradient is not finite (overflow), B = I and α = p.
 Hyperparameters: ``preference`` (ones) — ``ones``: α = B·𝟙; ``mean``: α = B·𝟙/K (torchjd).
 ``scale_mode`` (min) — σ is the smallest kept eigenvalue of M (``min``: the square of the
 paper's smallest singular value σ_min; LibMTL; torchjd's default), their lower median
@@ -29,9 +29,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import Enum
 
+import numpy as np
 import torch
 
-from mtl_runner.weighting._balancing import gram_matrix, precision, to_weights
+from mtl_runner.weighting._balancing import precision, spectrum
+from mtl_runner.weighting._gram import as_weights, gram_matrix
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 
@@ -46,25 +48,25 @@ class ScaleMode(str, Enum):
     rmse = "rmse"
 
 
-def balance_transformation(gram: torch.Tensor, eps: float, scale_mode: ScaleMode) -> torch.Tensor:
+def balance_matrix(gram: np.ndarray, eps: float, scale_mode: ScaleMode) -> np.ndarray:
     """B = √σ · V_r Λ_r^{-1/2} V_rᵀ from a float64 Gram matrix (identity when its rank is 0)."""
-    num_tasks = gram.shape[0]
-    identity = torch.eye(num_tasks, dtype=torch.float64)
-    top = float(torch.diagonal(gram).max())
-    if not top > 0:
-        return identity
-    eigenvalues, vectors = torch.linalg.eigh(gram / top)  # B does not depend on the scale of M
-    kept = eigenvalues > eigenvalues.max() * num_tasks * eps
-    if not kept.any():
-        return identity
-    eigenvalues, vectors = eigenvalues[kept], vectors[:, kept]
+    decomposition = spectrum(gram, eps)  # of M / max_k M_kk: B does not depend on the scale of M
+    if decomposition is None:  # every gradient is zero, or one overflowed
+        return np.eye(len(gram))
+    eigenvalues, vectors, dropped, _ = decomposition
+    eigenvalues, vectors = eigenvalues[dropped:], vectors[:, dropped:]  # never empty: λ_max > 0
     if scale_mode is ScaleMode.min:
-        scale = eigenvalues.min()
+        scale = eigenvalues[0]  # ascending
     elif scale_mode is ScaleMode.median:
-        scale = eigenvalues.median()
+        scale = eigenvalues[(len(eigenvalues) - 1) // 2]  # the lower median, as torch.median
     else:
         scale = eigenvalues.mean()
-    return scale.sqrt() * (vectors * eigenvalues.rsqrt()) @ vectors.T
+    return np.sqrt(scale) * (vectors / np.sqrt(eigenvalues)) @ vectors.T
+
+
+def balance_transformation(gram: torch.Tensor, eps: float, scale_mode: ScaleMode) -> torch.Tensor:
+    """:func:`balance_matrix` of a float64 torch Gram matrix, as a torch tensor (on the CPU)."""
+    return torch.from_numpy(balance_matrix(gram.detach().cpu().numpy(), eps, scale_mode))
 
 
 class AlignedMTL(GradientWeighting):
@@ -80,11 +82,11 @@ class AlignedMTL(GradientWeighting):
         self.scale_mode = ScaleMode(scale_mode)
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
-        balance = balance_transformation(
-            gram_matrix(jacobian), precision(jacobian), self.scale_mode
+        balance = balance_matrix(
+            gram_matrix(jacobian, exact=True), precision(jacobian), self.scale_mode
         )
         num_tasks = len(losses)  # the rows given: all tasks, or those present in the batch
-        preference = torch.ones(num_tasks, dtype=torch.float64)
+        preference = np.ones(num_tasks)
         if self.preference is Preference.mean:
             preference /= num_tasks
-        return Aggregation(weights=to_weights(balance @ preference, jacobian))
+        return Aggregation(weights=as_weights(balance @ preference, jacobian))

@@ -39,7 +39,6 @@ from typing import Any
 
 import torch
 
-from mtl_runner.weighting._balancing import to_weights
 from mtl_runner.weighting._checks import require
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
@@ -112,7 +111,7 @@ class ExcessMTL(GradientWeighting):
                     self._update(excess)
         else:
             self._update(excess / self._baseline)
-        return Aggregation(weights=to_weights(self.weights, jacobian))
+        return Aggregation(weights=self.weights.to(jacobian.device, jacobian.dtype))
 
     def _excess_risks(self, jacobian: torch.Tensor) -> torch.Tensor:
         """E_k = Σ_j g_kj² / √(S_kj + 1e-7) after adding g² to S (float64, CPU)."""

@@ -37,86 +37,90 @@ as here; torchjd's ``mtl_backward`` gives them unweighted gradients.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from mtl_runner.weighting._balancing import (
-    gram_matrix,
-    precision,
-    to_weights,
-)
+from mtl_runner.weighting._balancing import precision, solve
 from mtl_runner.weighting._checks import require
+from mtl_runner.weighting._gram import as_weights, gram_matrix
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 _RELATIVE_RESIDUAL = 1e-12
 _MAX_STEPS = 1000
 
 
+class _Iterate(NamedTuple):
+    """A point w > 0 with what the solver reads of it (on the normalised M̃)."""
+
+    weights: np.ndarray
+    value: float  # f(w)
+    quadratic: float  # wᵀM̃w
+    target: np.ndarray  # w^{−1/α}
+    residual: np.ndarray  # M̃w − w^{−1/α}
+    error: float  # max_k |residual_k| / (|M̃|w + w^{−1/α})_k
+
+
+def _evaluate(matrix: np.ndarray, magnitude: np.ndarray, power: float, w: np.ndarray) -> _Iterate:
+    """f, the residual and its relative size at w (M̃w formed once for all three)."""
+    product = matrix @ w
+    quadratic = float(w @ product)
+    if power == 1.0:
+        target = 1.0 / w
+        barrier = -float(np.log(w).sum())
+    else:
+        target = w**-power
+        barrier = -float((w ** (1.0 - power)).sum()) / (1.0 - power)
+    residual = product - target
+    error = float((np.abs(residual) / (magnitude @ w + target)).max())
+    return _Iterate(w, 0.5 * quadratic + barrier, quadratic, target, residual, error)
+
+
 def solve_fairgrad(gram: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarray, bool]:
     """(w, True) with M w = w^{−1/α}, or (v, False) with v on the simplex and Jᵀv ≈ 0."""
-    num_tasks = gram.shape[0]
-    uniform = np.full(num_tasks, 1.0 / num_tasks)
-    scale = float(np.mean(np.diag(gram)))
+    num_tasks = len(gram)
+    scale = float(gram.diagonal().mean())
     if not (scale > 0 and np.isfinite(gram).all()):
-        return uniform, False
+        return np.full(num_tasks, 1.0 / num_tasks), False
     matrix = gram / scale
+    magnitude = np.abs(matrix)
     power = 1.0 / alpha
     tolerance = num_tasks * eps
-
-    def objective(w: np.ndarray) -> float:
-        barrier = -np.log(w).sum() if power == 1.0 else -(w ** (1.0 - power)).sum() / (1.0 - power)
-        return 0.5 * float(w @ matrix @ w) + float(barrier)
-
     # start from the best multiple of 𝟙: t·(𝟙ᵀM̃𝟙) = K·t^{−1/α}
     spread = max(float(matrix.sum()), tolerance)
-    w = np.full(num_tasks, (num_tasks / spread) ** (alpha / (alpha + 1.0)))
-    value = objective(w)
-    magnitude = np.abs(matrix)
-
-    def relative_residual(w: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-        target = 1.0 / w if power == 1.0 else w ** (-power)
-        residual = matrix @ w - target
-        return residual, float((np.abs(residual) / (magnitude @ w + target)).max()), target
-
-    residual, error, target = relative_residual(w)
-    diagonal = np.arange(num_tasks)
+    start = np.full(num_tasks, (num_tasks / spread) ** (alpha / (alpha + 1.0)))
+    point = _evaluate(matrix, magnitude, power, start)
     for _ in range(_MAX_STEPS):
-        if error <= _RELATIVE_RESIDUAL:
+        w = point.weights
+        if point.error <= _RELATIVE_RESIDUAL:
             return w * scale ** (-alpha / (alpha + 1.0)), True
-        combination = w / w.sum()
-        if combination @ matrix @ combination <= tolerance:
-            return combination, False  # 0 is (numerically) in the convex hull
-        hessian = matrix.copy()
-        hessian[diagonal, diagonal] += power * target / w
+        total = float(w.sum())
+        if point.quadratic <= tolerance * total * total:  # vᵀM̃v ≤ K·eps for v = w / Σw:
+            return w / total, False  # 0 is (numerically) in the convex hull
+        curvature = power * point.target / w  # φ''(w_k) = (1/α)·w_k^{−1/α−1}
         try:
-            step = -np.linalg.solve(hessian, residual)
+            newton = solve(matrix + np.diag(curvature), point.residual)  # the step is −newton
         except np.linalg.LinAlgError:  # pragma: no cover - the Hessian is positive definite
             break
-        shrinking = step < 0
-        size = (
-            min(1.0, 0.99 * float(np.min(-w[shrinking] / step[shrinking])))
-            if shrinking.any()
-            else 1.0
-        )
-        slope = float(residual @ step)
+        fastest = float((newton / w).max())  # the largest relative decrease of a weight
+        size = min(1.0, 0.99 / fastest) if fastest > 0 else 1.0  # keeps w > 0
+        slope = -float(point.residual @ newton)
         while True:  # Armijo on f, or (where f no longer resolves the decrease) the residual
-            candidate = w + size * step
-            candidate_value = objective(candidate)
-            candidate_residual, candidate_error, candidate_target = relative_residual(candidate)
+            candidate = _evaluate(matrix, magnitude, power, w - size * newton)
             if (
-                candidate_value <= value + 1e-4 * size * slope
-                or candidate_error <= 0.5 * error
+                candidate.value <= point.value + 1e-4 * size * slope
+                or candidate.error <= 0.5 * point.error
                 or size < 1e-12
             ):
                 break
             size *= 0.5
-        if not np.isfinite(candidate_value) or (candidate == w).all():
+        if not math.isfinite(candidate.value) or (candidate.weights == w).all():
             break
-        w, value = candidate, candidate_value
-        residual, error, target = candidate_residual, candidate_error, candidate_target
-    return w / w.sum(), False
+        point = candidate
+    return point.weights / point.weights.sum(), False
 
 
 class FairGrad(GradientWeighting):
@@ -138,9 +142,9 @@ class FairGrad(GradientWeighting):
         self.alpha = float(alpha)
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
-        gram = gram_matrix(jacobian).numpy()
+        gram = gram_matrix(jacobian, exact=True)
         weights, solved = solve_fairgrad(gram, self.alpha, precision(jacobian))
-        weights = to_weights(torch.from_numpy(weights), jacobian)
+        weights = as_weights(weights, jacobian)
         if solved:
             return Aggregation(weights=weights)
         return Aggregation(weights=weights, direction=torch.zeros_like(jacobian[0]))

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any
 
+import numpy as np
 import torch
 
 from mtl_runner.weighting._checks import require
@@ -49,6 +50,8 @@ from mtl_runner.weighting.gradients import (
 )
 
 _MIN_WEIGHT = 1e-6  # the direct weights are kept positive (G_k = λ_k‖g_k‖ needs λ_k > 0)
+_TINY = float(np.finfo(np.float64).tiny)
+_LARGEST = float(np.finfo(np.float64).max)
 
 
 class Parametrisation(str, Enum):
@@ -81,9 +84,10 @@ class GradNorm(GradientWeighting):
         self._pending_grad: torch.Tensor | None = None
 
     def task_weights(self) -> torch.Tensor:
-        """λ as a function of w (differentiable)."""
+        """λ as a function of w (differentiable, also where grad mode is off)."""
         if self.parametrisation is Parametrisation.softmax:
-            return self.num_tasks * torch.softmax(self.raw_weights, dim=0)
+            with torch.enable_grad():
+                return self.num_tasks * torch.softmax(self.raw_weights, dim=0)
         return self.raw_weights
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
@@ -92,26 +96,40 @@ class GradNorm(GradientWeighting):
         self._pending_grad = None
         if self._initial_losses is None and self.initial_loss is InitialLoss.first_step:
             self._initial_losses = losses.clone()
-        with torch.enable_grad():
-            weights = self.task_weights()
-            if self._initial_losses is not None:
-                norms = torch.linalg.vector_norm(jacobian.detach(), dim=1, dtype=torch.float64)
-                gradient_norms = weights.double() * norms.to(weights.device)
-                targets = (
-                    gradient_norms.mean() * self._rates(losses).to(weights.device) ** self.alpha
-                )
-                balance_loss = (gradient_norms - targets.detach()).abs().sum()
-                (self._pending_grad,) = torch.autograd.grad(balance_loss, self.raw_weights)
-        return Aggregation(weights=weights.detach().to(jacobian.device, jacobian.dtype))
+        weights = self.task_weights()
+        if self._initial_losses is not None:
+            self._pending_grad = self._balance_gradient(weights, jacobian, losses.numpy())
+        # a copy: λ = w itself would be changed by the optimizer step after it has been logged
+        return Aggregation(weights=weights.detach().to(jacobian.device, jacobian.dtype, copy=True))
 
-    def _rates(self, losses: torch.Tensor) -> torch.Tensor:
+    def _balance_gradient(
+        self, weights: torch.Tensor, jacobian: torch.Tensor, losses: np.ndarray
+    ) -> torch.Tensor:
+        """∂L_grad/∂w. The targets are held constant, so ∂L_grad/∂λ_k = sign(G_k − Ḡ·r_k^α)·‖g_k‖,
+        formed in float64 as autograd forms it (sign 0 at 0 and at NaN), then chained through λ(w).
+        """
+        norms = torch.linalg.vector_norm(jacobian.detach(), dim=1, dtype=torch.float64)
+        norms = norms.cpu().numpy()
+        with np.errstate(invalid="ignore", over="ignore"):  # overflowed gradients: NaN, silently
+            gradient_norms = weights.detach().cpu().numpy().astype(np.float64) * norms  # G_k
+            mean = float(gradient_norms.sum()) / len(gradient_norms)  # Ḡ
+            targets = mean * self._rates(losses) ** self.alpha
+            difference = gradient_norms - targets
+            grad = np.where(np.isnan(difference), 0.0, np.sign(difference)) * norms
+        grad = torch.from_numpy(grad).to(self.raw_weights.device, self.raw_weights.dtype)
+        if self.parametrisation is Parametrisation.direct:  # λ = w
+            return grad
+        (grad,) = torch.autograd.grad(weights, self.raw_weights, grad)
+        return grad
+
+    def _rates(self, losses: np.ndarray) -> np.ndarray:
         """r_k = L̃_k / mean_j L̃_j with L̃_k = L_k / L_k(0) (1 where that is undefined)."""
-        initial = self._initial_losses
-        ratios = (losses / initial.clamp_min(torch.finfo(torch.float64).tiny)).clamp_min(0.0)
-        ratios = torch.nan_to_num(ratios, nan=1.0, posinf=torch.finfo(torch.float64).max)
-        mean = ratios.mean()
-        if not (math.isfinite(float(mean)) and float(mean) > 0):
-            return torch.ones_like(ratios)
+        ratios = losses / np.maximum(self._initial_losses.numpy(), _TINY)
+        ratios = np.minimum(np.maximum(ratios, 0.0), _LARGEST)  # NaN stays NaN
+        ratios[np.isnan(ratios)] = 1.0
+        mean = float(ratios.sum()) / len(ratios)
+        if not (math.isfinite(mean) and mean > 0):
+            return np.ones_like(ratios)
         return ratios / mean
 
     def backward(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:

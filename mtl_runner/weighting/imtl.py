@@ -13,6 +13,7 @@ still defined when J has linearly dependent rows (torchjd's generalisation, from
 λ_max·K·eps (eps of J's dtype) count as zero. When Σ(M⁺n) vanishes (|Σ| ≤ K·eps·Σ|M⁺n|) the
 only α with equal projections and Σα = 1 give d = 0: α is then the null-space vector of M
 closest to 𝟙, rescaled to sum 1 (e.g. [½, ½] for g_2 = −g_1), or 0 when no such vector exists.
+When every gradient is zero, or one is not finite (overflow), α = 𝟙/K.
 With ``loss_scaling`` the gradients are those of the scaled losses e^{s_k}L_k − s_k, i.e.
 e^{s_k} g_k, so the logged weight w.r.t. the unscaled gradients is c_k = α_k·e^{s_k} (α from
 IMTL-G on the rows e^{s_k} g_k); without it c_k = α_k. The weights sum to 1 (IMTL-G) and may be
@@ -40,13 +41,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-from mtl_runner.weighting._balancing import (
-    gram_matrix,
-    precision,
-    to_weights,
-)
+from mtl_runner.weighting._balancing import precision, spectrum
+from mtl_runner.weighting._gram import as_weights, gram_matrix
 from mtl_runner.weighting._parameters import follow_device, load_parameter
 from mtl_runner.weighting.base import StepContext
 from mtl_runner.weighting.gradients import (
@@ -57,27 +56,24 @@ from mtl_runner.weighting.gradients import (
 )
 
 
-def imtl_g_weights(gram: torch.Tensor, eps: float) -> torch.Tensor:
+def imtl_g_weights(gram: np.ndarray, eps: float) -> np.ndarray:
     """α with Σα = 1 and Mα ∝ √diag(M), from a float64 Gram matrix (see the module docstring)."""
-    num_tasks = gram.shape[0]
-    ones = torch.ones(num_tasks, dtype=torch.float64)
-    top = float(torch.diagonal(gram).max())
-    if not top > 0:  # every gradient is zero: any α gives d = 0
-        return ones / num_tasks
-    gram = gram / top
-    eigenvalues, vectors = torch.linalg.eigh(gram)
-    kept = eigenvalues > eigenvalues.max() * num_tasks * eps
-    norms = torch.diagonal(gram).clamp_min(0.0).sqrt()
-    basis = vectors[:, kept]
-    direction = basis @ ((basis.T @ norms) / eigenvalues[kept])  # M⁺ n
+    num_tasks = len(gram)
+    decomposition = spectrum(gram, eps)
+    if decomposition is None:  # every gradient is zero (any α gives d = 0), or one overflowed
+        return np.full(num_tasks, 1.0 / num_tasks)
+    eigenvalues, vectors, dropped, scale = decomposition
+    norms = np.sqrt(gram.diagonal() / scale)
+    basis = vectors[:, dropped:]
+    direction = basis @ ((norms @ basis) / eigenvalues[dropped:])  # M⁺ n (of M / s)
     total = direction.sum()
-    if total.abs() > num_tasks * eps * direction.abs().sum():
+    if abs(total) > num_tasks * eps * np.abs(direction).sum():
         return direction / total
-    null = vectors[:, ~kept]
-    towards_ones = null @ (null.T @ ones)  # Mα = 0 (equal projections, all zero), closest to 𝟙
+    null = vectors[:, :dropped]
+    towards_ones = null @ null.sum(axis=0)  # Mα = 0 (equal projections, all zero), closest to 𝟙
     if towards_ones.sum() > num_tasks * eps:
         return towards_ones / towards_ones.sum()
-    return torch.zeros(num_tasks, dtype=torch.float64)
+    return np.zeros(num_tasks)
 
 
 class IMTL(GradientWeighting):
@@ -92,13 +88,13 @@ class IMTL(GradientWeighting):
         self.log_scale = torch.nn.Parameter(torch.zeros(self.num_tasks))
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
-        gram = gram_matrix(jacobian)
-        scales = torch.ones(self.num_tasks, dtype=torch.float64)
+        gram = gram_matrix(jacobian, exact=True)
+        scales = np.ones(self.num_tasks)
         if self.loss_scaling:  # rows e^{s_k} g_k: the gradients of e^{s_k} L_k − s_k
-            scales = torch.exp(self.log_scale.detach().to("cpu", torch.float64))
+            scales = np.exp(self.log_scale.detach().cpu().numpy().astype(np.float64))
             gram = scales[:, None] * gram * scales[None, :]
         alpha = imtl_g_weights(gram, precision(jacobian))
-        return Aggregation(weights=to_weights(alpha * scales, jacobian))
+        return Aggregation(weights=as_weights(alpha * scales, jacobian))
 
     def backward(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
         weights = super().backward(losses, context)

@@ -206,6 +206,20 @@ def test_aligned_mtl_rank_zero_and_tiny_scales_stay_finite() -> None:
         torch.testing.assert_close(weights_of(AlignedMTL(tasks(3)), jacobian * scale), reference)
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_imtl_and_aligned_mtl_fall_back_to_finite_weights_when_a_gradient_overflowed(
+    value: float,
+) -> None:
+    # as for J = 0: IMTL-G splits evenly, Aligned-MTL's B is the identity (the trainer's own
+    # checks handle the non-finite step); an infinite gradient used to stop LAPACK's eigh
+    jacobian = random_jacobian(3, seed=4)
+    jacobian[0, 2] = value
+    torch.testing.assert_close(
+        weights_of(IMTL(tasks(3)), jacobian), torch.full((3,), 1 / 3).double()
+    )
+    torch.testing.assert_close(weights_of(AlignedMTL(tasks(3)), jacobian), torch.ones(3).double())
+
+
 # ----------------------------------------------------------------------------------- FairGrad
 
 
@@ -381,6 +395,16 @@ def test_gradnorm_first_step_balances_the_gradient_norms() -> None:
     torch.testing.assert_close(method.raw_weights.detach(), torch.tensor([0.7, 1.1]) * 2 / 1.8)
 
 
+def test_gradnorm_returns_the_weights_of_the_step_not_a_view_of_w() -> None:
+    # the trainer logs the returned λ after the optimizer has updated w (and renormalised it)
+    method = GradNorm(TWO)
+    weights, *_ = linear_step(method, GRADNORM_A, torch.ones(2))
+    torch.optim.SGD(method.parameters(), lr=0.1).step()
+    method.after_step(lambda: None)
+    torch.testing.assert_close(weights, torch.ones(2))
+    assert not torch.equal(method.raw_weights.detach(), torch.ones(2))
+
+
 def test_gradnorm_training_rates_move_the_targets() -> None:
     # step 1 at p = (1, 1): L(0) = (1.5, 0.5). Step 2 at p = (1, 1/√2): L = (1.5, 0.25), so
     # L̃ = (1, 0.5), r = (4/3, 2/3); G = (3, 1/√2), Ḡ = 1.85355; targets Ḡ·r^1.5 = (2.8533, 1.0088)
@@ -408,6 +432,22 @@ def test_gradnorm_softmax_parametrisation_chains_through_k_softmax() -> None:
         method.raw_weights.copy_(torch.tensor([0.0, math.log(3.0)]))
     method.after_step(lambda: None)  # no renormalisation of w in this variant
     torch.testing.assert_close(weights_of(method, GRADNORM_A), torch.tensor([0.5, 1.5]))
+
+
+@pytest.mark.parametrize("parametrisation", ["direct", "softmax"])
+def test_gradnorm_gradient_does_not_depend_on_grad_mode(parametrisation: str) -> None:
+    # aggregate may run where grad mode is off (inside another backward)
+    methods = [GradNorm(tasks(3), parametrisation=parametrisation) for _ in range(2)]
+    for method in methods:
+        with torch.no_grad():
+            method.raw_weights.copy_(torch.tensor([0.5, 1.0, 1.5]))
+    jacobian = random_jacobian(3, seed=2).float()
+    for method, grad_mode in zip(methods, (True, False), strict=True):
+        with torch.set_grad_enabled(grad_mode):
+            weights_of(method, jacobian, torch.tensor([1.0, 2.0, 3.0]))
+            weights_of(method, 1.3 * jacobian, torch.tensor([0.9, 1.0, 2.0]))
+    assert methods[0]._pending_grad is not None
+    torch.testing.assert_close(methods[1]._pending_grad, methods[0]._pending_grad, rtol=0, atol=0)
 
 
 def test_gradnorm_first_epoch_variant_waits_for_the_epoch_mean() -> None:
