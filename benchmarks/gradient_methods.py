@@ -10,7 +10,9 @@ method's backward, Adam) through the trainer's own step code and prints, per met
 - ``torchjd/params``: torchjd.mtl_backward + jac_to_grad(Mean) against our parameter-level
   Jacobian path with a trivial aggregator (target >= 1.3x faster);
 - ``solve %``: the method's ``aggregate`` call alone as a share of its parameter-level step
-  (target <= 15% at K = 3 and K = 10).
+  (target <= 15% at K = 3 and K = 10);
+- ``feature path alone``: the feature-level step with a do-nothing solve against an EW step:
+  what the one-pass backward through the taps costs before any method's solve.
 
 Each ratio times its two paths back to back in every repeat and reports the median of the
 per-repeat ratios, so the slow drifts of a shared machine cancel. A
@@ -71,13 +73,13 @@ class Bench:
         self.shared = tuple(self.model.shared_parameters())
         self.heads = {t.name: tuple(self.model.task_parameters(t.name)) for t in self.tasks}
 
-    def forward(self, split: bool = False):
-        """Losses, z and (with ``split``) the per-task copies of z, as the trainer makes them."""
+    def forward(self, method: Weighting | None = None):
+        """Losses, z and the taps of z that ``method`` asks for, as the trainer makes them."""
         z = self.model.encode(self.features)
-        copies = {t.name: z.detach().requires_grad_() for t in self.tasks} if split else None
+        copies = None if method is None else method.representation_taps(z)
         outputs = (
             {n: self.model.decode_task(n, c) for n, c in copies.items()}
-            if copies
+            if copies is not None
             else self.model.decode(z)
         )
         losses = torch.stack([t.loss(outputs[t.name], self.targets[t.name]) for t in self.tasks])
@@ -87,7 +89,7 @@ class Bench:
         return self.forward()[:2]
 
     def step(self, method: Weighting) -> None:
-        losses, z, copies = self.forward(method.splits_representation)
+        losses, z, copies = self.forward(method)
         self.optimizer.zero_grad(set_to_none=True)
         context = StepContext(
             backward=lambda total: total.backward(),
@@ -184,6 +186,9 @@ def report(num_tasks: int, names: list[str], repeats: int, calls: int) -> None:
         )
     except ImportError:
         print("  torchjd not installed: skipped the torchjd comparison")
+    path = MeanAggregation(task_names, grad_source="features")
+    alone, _ = paired_ratio(repeats, calls, lambda: bench.step(path), ew_step)
+    print(f"  feature path alone (a do-nothing solve): {alone:.2f}x EW")
     print(f"  {'method':<14}{'features/EW':>12}{'params/EW':>11}{'solve %':>9}")
     for name in names:
         cells, steps = [], []

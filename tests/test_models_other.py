@@ -20,6 +20,7 @@ from mtl_runner.schema import Progress, TaskType
 from mtl_runner.tasks import Task
 from mtl_runner.training.trainer import Trainer, TrainerSettings, seed_everything
 from mtl_runner.weighting.equal import Equal
+from mtl_runner.weighting.taps import TaskTaps
 
 TASKS = [
     Task("a", TaskType.multiclass, 5),
@@ -52,10 +53,10 @@ def test_shapes_parameter_split_and_detached_decode(name: str) -> None:
     for task in SIZES:
         ids += [id(p) for p in model.task_parameters(task)]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())
-    # the trainer's path: each head on its own detached copy of z
-    z = model.encode(x)
+    # the trainer's path: each head on its own tap of z
+    taps = TaskTaps(model.encode(x), list(SIZES))
     for task in SIZES:
-        alone = model.decode_task(task, z.detach().requires_grad_(), x)
+        alone = model.decode_task(task, taps[task], x)
         torch.testing.assert_close(alone, outputs[task], rtol=0, atol=0)
 
 

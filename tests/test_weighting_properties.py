@@ -177,34 +177,47 @@ def test_trains_three_epochs(mtl_run, name: str, source: str) -> None:
     restored.load_state_dict(checkpoint["weighting"])
 
 
-def absent_task_step(method: Weighting) -> tuple[torch.Tensor, HardParameterSharing]:
-    """One step on a batch in which task t1 has no label, as the trainer makes it."""
+def small_problem(absent: str | None = None):
+    """A model, a batch (task ``absent`` without labels) and the trainer's forward for it."""
     torch.manual_seed(0)
     tasks = [Task(f"t{k}", TaskType.multiclass, 3) for k in range(3)]
     model = HardParameterSharing(6, tasks, hidden_sizes=[8])
     features = torch.randn(16, 6)
     targets = {t.name: torch.randint(3, (16,)) for t in tasks}
-    targets["t1"][:] = MISSING_CLASS
+    if absent is not None:
+        targets[absent][:] = MISSING_CLASS
 
-    def forward(split: bool):
+    def forward(method: Weighting | None):
+        """Losses, z and the taps the method asks for (None: a drawn batch, no taps)."""
         z = model.encode(features)
-        copies = {t.name: z.detach().requires_grad_() for t in tasks} if split else None
+        copies = None if method is None else method.representation_taps(z)
         outputs = (
-            {n: model.decode_task(n, c) for n, c in copies.items()} if copies else model.decode(z)
+            {n: model.decode_task(n, c) for n, c in copies.items()}
+            if copies is not None
+            else model.decode(z)
         )
         return torch.stack([t.loss(outputs[t.name], targets[t.name]) for t in tasks]), z, copies
 
-    losses, z, copies = forward(method.splits_representation)
-    context = StepContext(
-        backward=lambda total: total.backward(),
-        shared_parameters=tuple(model.shared_parameters()),
-        task_parameters={t.name: tuple(model.task_parameters(t.name)) for t in tasks},
-        shared_representation=z,
-        draw_batch=lambda: forward(False)[:2],
-        task_representations=copies,
-        present=torch.tensor([True, False, True]),
-    )
-    return method.step(losses, context), model
+    def context(method: Weighting, z, copies, present=None) -> StepContext:
+        return StepContext(
+            backward=lambda total: total.backward(),
+            shared_parameters=tuple(model.shared_parameters()),
+            task_parameters={t.name: tuple(model.task_parameters(t.name)) for t in tasks},
+            shared_representation=z,
+            draw_batch=lambda: forward(None)[:2],
+            task_representations=copies,
+            present=present,
+        )
+
+    return model, forward, context
+
+
+def absent_task_step(method: Weighting) -> tuple[torch.Tensor, HardParameterSharing]:
+    """One step on a batch in which task t1 has no label, as the trainer makes it."""
+    model, forward, context = small_problem(absent="t1")
+    losses, z, copies = forward(method)
+    present = torch.tensor([True, False, True])
+    return method.step(losses, context(method, z, copies, present)), model
 
 
 ABSENT_CASES = [(name, source) for name in METHODS for source in sources(name)]
@@ -231,3 +244,25 @@ def test_mgda_with_an_absent_task_balances_the_present_ones(source: str) -> None
     weights, model = absent_task_step(make_method("mgda", 3, grad_source=source))
     assert weights[[0, 2]].sum().item() == pytest.approx(1.0)
     assert any(torch.count_nonzero(p.grad) > 0 for p in model.shared_parameters())
+
+
+@pytest.mark.parametrize(
+    ("name", "source"), ABSENT_CASES, ids=[f"{n}-{s}" for n, s in ABSENT_CASES]
+)
+def test_returned_weights_are_not_changed_by_later_steps(name: str, source: str) -> None:
+    """The trainer keeps each step's weights and averages them at the end of the epoch: what a
+    step returned must not be a view of state that the optimizer or the method changes later
+    (GradNorm's λ once was its parameter itself)."""
+    method = make_method(name, 3, **({} if source == "none" else {"grad_source": source}))
+    model, forward, context = small_problem()
+    optimizer = torch.optim.SGD([*model.parameters(), *method.parameters()], lr=0.5)
+    returned = []
+    for _ in range(3):
+        optimizer.zero_grad(set_to_none=True)
+        losses, z, copies = forward(method)
+        weights = method.step(losses, context(method, z, copies))
+        returned.append((weights, weights.clone()))
+        optimizer.step()
+        method.after_step(lambda: forward(None)[0].detach())
+    for step, (weights, snapshot) in enumerate(returned):
+        torch.testing.assert_close(weights, snapshot, rtol=0, atol=0, msg=f"step {step + 1}")

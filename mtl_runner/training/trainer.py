@@ -38,6 +38,7 @@ from mtl_runner.training.run_files import (
     save_checkpoint_atomic,
 )
 from mtl_runner.weighting import StepContext, Weighting
+from mtl_runner.weighting.taps import TaskTaps
 
 log = logging.getLogger("mtl_runner")
 
@@ -328,19 +329,18 @@ class Trainer:
         own_batches: list[int] = []  # each step's own batch (draw_batch adds others between)
         batches = self._batches(self.data.train)
 
-        def forward(features: torch.Tensor, targets: dict[str, torch.Tensor], split: bool):
-            losses, labelled, shared, copies = self._losses(features, targets, split)
+        def forward(features: torch.Tensor, targets: dict[str, torch.Tensor], tapped: bool):
+            losses, labelled, shared, copies = self._losses(features, targets, tapped)
             batch_losses.append(losses.detach())
             batch_labelled.append(features.shape[0] if labelled is None else labelled)
             return losses, shared, copies
 
         def draw_batch() -> tuple[torch.Tensor, torch.Tensor] | None:
             batch = next(batches, None)
-            return None if batch is None else forward(*batch, split=False)[:2]
+            return None if batch is None else forward(*batch, tapped=False)[:2]
 
-        split = self.weighting.splits_representation
         for features, targets in batches:
-            losses, shared, copies = forward(features, targets, split)
+            losses, shared, copies = forward(features, targets, tapped=True)
             own_batches.append(len(batch_losses) - 1)
             self.optimizer.zero_grad(set_to_none=True)
             context = StepContext(
@@ -402,17 +402,18 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _losses(
-        self, features: torch.Tensor, targets: dict[str, torch.Tensor], split: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, dict[str, torch.Tensor] | None]:
+        self, features: torch.Tensor, targets: dict[str, torch.Tensor], tapped: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, TaskTaps | None]:
         """The K masked-mean losses, their labelled-row weights (None when the training data
         has every label: the plain mean losses then), and the shared representation z of a
-        batch; with ``split``, each head is applied to its own detached copy of z, returned too
-        (StepContext)."""
+        batch; with ``tapped`` (a step's own batch), the heads read the taps of z the method
+        asks for, returned too (StepContext)."""
         copies = None
         with self._autocast():
             shared = self.model.encode(features)
-            if split:
-                copies = {t.name: shared.detach().requires_grad_() for t in self.tasks}
+            if tapped:
+                copies = self.weighting.representation_taps(shared)
+            if copies is not None:
                 outputs = {
                     name: self.model.decode_task(name, z, features) for name, z in copies.items()
                 }

@@ -29,6 +29,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from mtl_runner.weighting.taps import TaskTaps
+
 
 @dataclass(frozen=True)
 class Combined:
@@ -52,9 +54,10 @@ class StepContext:
     - ``draw_batch()``: the losses and shared representation of another, fresh batch of this
       epoch (for methods that need several batches per step), or None when the epoch is spent.
     - ``task_representations``: only for a method that declares ``splits_representation``:
-      the detached copy of z (a leaf) that task k's head was applied to, by task name. The
-      losses then do not reach the trunk: one backward to these leaves gives every ∂L_k/∂z,
-      and the method itself sends the trunk its gradient through ``shared_representation``.
+      the taps of z that the heads were applied to (from :meth:`Weighting.representation_taps`;
+      see :mod:`mtl_runner.weighting.taps`). A backward to the taps gives every ∂L_k/∂z; an
+      ordinary backward of the losses reaches the trunk through the taps' route, which the
+      method may set.
     - ``present``: None when every task has a label in this batch (the usual case); otherwise a
       boolean [K] mask of the tasks that have one. An absent task's loss is exactly 0 and
       carries no gradient (see :meth:`Weighting.step`).
@@ -66,7 +69,7 @@ class StepContext:
     shared_representation: torch.Tensor
     draw_batch: Callable[[], tuple[torch.Tensor, torch.Tensor] | None]
     loss_scale: float = 1.0
-    task_representations: Mapping[str, torch.Tensor] | None = None
+    task_representations: TaskTaps | None = None
     present: torch.Tensor | None = None
 
 
@@ -80,8 +83,8 @@ class Weighting(ABC):
     non_conflicting: ClassVar[bool] = False
     #: permuting the tasks permutes the weights (deterministic methods only)
     permutation_invariant: ClassVar[bool] = True
-    #: the trainer decodes each task from its own detached copy of z (see StepContext); only
-    #: for methods whose backward sends the trunk its gradient itself
+    #: the trainer decodes each task from its own tap of z (see StepContext); for methods that
+    #: read the per-task gradients ∂L_k/∂z
     splits_representation: ClassVar[bool] = False
 
     def __init__(self, task_names: Sequence[str]) -> None:
@@ -90,6 +93,11 @@ class Weighting(ABC):
     @property
     def num_tasks(self) -> int:
         return len(self.task_names)
+
+    def representation_taps(self, shared: torch.Tensor) -> TaskTaps | None:
+        """What the heads read for this step's own batch: z itself (None), or a tap of z per
+        task when the method ``splits_representation`` (passed back in the StepContext)."""
+        return TaskTaps(shared, self.task_names) if self.splits_representation else None
 
     @abstractmethod
     def backward(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:

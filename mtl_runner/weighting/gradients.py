@@ -4,13 +4,14 @@ A gradient-based method sees the Jacobian J ∈ ℝ^{K×D} of the task losses wi
 ``grad_source``:
 
 - ``params``: the shared parameters, flattened and concatenated (D = number of shared
-  parameters). The trainer applies each head to its own detached copy of z, so one ordinary
-  backward gives every ∂L_k/∂z and the heads' own gradients; one vmapped vector-Jacobian
-  product through the trunk then turns the K rows into parameter gradients.
+  parameters). The trainer applies each head to its own tap of z (:mod:`.taps`), so one
+  ordinary backward to the taps gives every ∂L_k/∂z and the heads' own gradients; one vmapped
+  vector-Jacobian product through the trunk then turns the K rows into parameter gradients.
 - ``features``: the shared representation z of the batch, flattened (D = batch × width), i.e.
-  ∂L_k/∂z for the whole batch matrix as in MGDA-UB (Sener & Koltun 2018): the same one
-  backward through the heads, then the trunk once with d_z, so it costs about one ordinary
-  backward; LibMTL instead sums ∂L_k/∂z over the batch rows.
+  ∂L_k/∂z for the whole batch matrix as in MGDA-UB (Sener & Koltun 2018). One ordinary
+  backward does it all: where the taps join, the K gradients are the Jacobian, the method
+  solves for c there, and the trunk continues with d_z = cᵀJ in the same pass, so the step
+  costs one backward plus the solve; LibMTL instead sums ∂L_k/∂z over the batch rows.
 
 The method's :meth:`GradientWeighting.aggregate` returns the weights c and, for methods whose
 direction is not a combination of the current gradients, the direction d itself. The shared
@@ -20,8 +21,9 @@ method — the head of task k receives c_k ∇_head L_k.
 
 from __future__ import annotations
 
+import contextlib
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
@@ -131,18 +133,18 @@ class GradientWeighting(Weighting):
     ) -> tuple[tuple[torch.Tensor, ...], list[tuple[torch.Tensor | None, ...]]]:
         """Rows of the shared-parameter Jacobian and each head's ∇L_k.
 
-        With the per-task copies of z (the trainer passes them): one backward gives every
-        ∂L_k/∂z, then one vmapped vector-Jacobian product through the trunk alone turns them
-        into parameter rows — relying on the model's contract that the shared parameters act
-        only through ``encode``. Without them: one vmapped backward over the whole graph.
+        With the per-task taps of z (the trainer passes them): one backward to the taps gives
+        every ∂L_k/∂z, then one vmapped vector-Jacobian product through the trunk alone turns
+        them into parameter rows — relying on the model's contract that the shared parameters
+        act only through ``encode``. Without them: one vmapped backward over the whole graph.
         """
         if context.task_representations is None:
             rows = jacobian_rows(losses, shared + [p for head in heads for p in head])
             head_rows = iter(rows[len(shared) :])
             head_grads = [tuple(next(head_rows)[k] for _ in head) for k, head in enumerate(heads)]
             return rows[: len(shared)], head_grads
-        leaves = [context.task_representations[name] for name in self.task_names]
-        feature_jacobian, head_grads = split_rows(losses, leaves, heads)
+        taps = [context.task_representations[name] for name in self.task_names]
+        feature_jacobian, head_grads = split_rows(losses, taps, heads)
         grads = torch.autograd.grad(
             context.shared_representation,
             shared,
@@ -151,28 +153,41 @@ class GradientWeighting(Weighting):
             allow_unused=True,
         )
         rows = tuple(
-            torch.zeros(len(leaves), *p.shape, device=p.device, dtype=p.dtype) if g is None else g
+            torch.zeros(len(taps), *p.shape, device=p.device, dtype=p.dtype) if g is None else g
             for g, p in zip(grads, shared)
         )
         return rows, head_grads
 
     def _backward_features(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
-        if context.task_representations is None:  # one graph: K backwards via vmap
+        taps = context.task_representations
+        if taps is None:  # one graph: K backwards via vmap
             return self._backward_features_batched(losses, context)
         shared = context.shared_representation
         scale = context.loss_scale
+        detached = losses.detach()
+        applied: list[torch.Tensor] = []
+
+        def route(grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            """Inside the backward: J from the K ∂L_k/∂z, the method's c, and d_z = cᵀJ."""
+            jacobian = scaled(torch.stack(grads).flatten(1).float(), 1 / scale)
+            aggregation = self._aggregate(jacobian, detached)
+            weights = aggregation.weights.detach().to(jacobian.dtype)
+            applied.append(weights)
+            direction = aggregation.direction
+            if direction is None:
+                direction = weights @ jacobian
+            return scaled(direction, scale).reshape(shared.shape).to(shared.dtype)
+
         heads = [list(context.task_parameters[name]) for name in self.task_names]
-        leaves = [context.task_representations[name] for name in self.task_names]
-        rows, head_grads = split_rows(scaled(losses, scale), leaves, heads)
-        jacobian = scaled(rows.flatten(1).float(), 1 / scale)
-        aggregation = self._aggregate(jacobian, losses.detach())
-        weights = aggregation.weights.detach().to(jacobian.dtype)
-        direction = aggregation.direction
-        if direction is None:
-            direction = weights @ jacobian
-        weight_heads(heads, head_grads, weights)
-        # the trunk's gradient is the backward of d_z = Σ c_k ∂L_k/∂z (or the method's d_z)
-        shared.backward(scaled(direction, scale).reshape(shared.shape).to(shared.dtype))
+        # one backward: heads, the route at z, then the trunk with d_z (see taps.py)
+        with fresh_gradients(heads) as head_grads:
+            taps.route_gradients(route)
+            try:
+                context.backward(losses.sum())
+            finally:
+                taps.route_gradients(None)
+            (weights,) = applied
+            weight_heads(heads, head_grads(), weights)
         return weights
 
     def _backward_features_batched(
@@ -225,22 +240,50 @@ def weight_heads(
             parameter.grad.add_(grad)
 
 
+@contextlib.contextmanager
+def fresh_gradients(
+    heads: Sequence[Sequence[torch.nn.Parameter]],
+) -> Iterator[Callable[[], list[tuple[torch.Tensor | None, ...]]]]:
+    """Set the heads' ``.grad`` aside while a backward fills them afresh.
+
+    Yields ``take()``, which returns the fresh gradients (per head) and clears ``.grad`` again;
+    what was set aside is added back on exit. So a method can weight what one backward gave the
+    heads without touching gradients that were already there.
+    """
+    params = [p for head in heads for p in head]
+    held = [p.grad for p in params]
+    for parameter in params:
+        parameter.grad = None
+
+    def take() -> list[tuple[torch.Tensor | None, ...]]:
+        grads = [tuple(p.grad for p in head) for head in heads]
+        for parameter in params:
+            parameter.grad = None
+        return grads
+
+    try:
+        yield take
+    finally:
+        for parameter, grad in zip(params, held):
+            if grad is not None:
+                accumulate_gradient(parameter, grad, copy=False)
+
+
 def split_rows(
     losses: torch.Tensor,
-    leaves: Sequence[torch.Tensor],
+    taps: Sequence[torch.Tensor],
     heads: Sequence[Sequence[torch.nn.Parameter]],
 ) -> tuple[torch.Tensor, list[tuple[torch.Tensor | None, ...]]]:
-    """∂L_k/∂z ([K, *z.shape]) and each head's ∇L_k, in one ordinary backward.
+    """∂L_k/∂z ([K, *z.shape]) and each head's ∇L_k, in one ordinary backward to the taps.
 
-    Task k's head was applied to its own leaf copy of z, so ∂(Σ_j L_j)/∂leaf_k = ∂L_k/∂z and
-    the heads' gradients come unmixed: no vmap and no backward per task.
+    Task k's head was applied to its own tap of z, so ∂(Σ_j L_j)/∂tap_k = ∂L_k/∂z and the
+    heads' gradients come unmixed: no vmap and no backward per task. Autograd stops at the
+    taps; the trunk is not traversed.
     """
     flat_heads = [p for head in heads for p in head]
-    grads = torch.autograd.grad(losses.sum(), [*leaves, *flat_heads], allow_unused=True)
-    rows = torch.stack(
-        [torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves)]
-    )
-    rest = iter(grads[len(leaves) :])
+    grads = torch.autograd.grad(losses.sum(), [*taps, *flat_heads], allow_unused=True)
+    rows = torch.stack([torch.zeros_like(tap) if g is None else g for g, tap in zip(grads, taps)])
+    rest = iter(grads[len(taps) :])
     return rows, [tuple(next(rest) for _ in head) for head in heads]
 
 
