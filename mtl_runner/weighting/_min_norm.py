@@ -93,11 +93,12 @@ def solve_on_gram(
 
 
 def measured(weights: np.ndarray, gram: np.ndarray) -> GramSolution:
-    """The weights with ‖Σ c_k g_k‖² and Σ|c_k|‖g_k‖ computed from the Gram matrix."""
-    squared_norm = float(weights @ gram @ weights)
+    """The weights with ‖Σ c_k g_k‖² and Σ|c_k|‖g_k‖ computed from the Gram matrix (both NaN
+    when a gradient overflowed: a finite diagonal bounds every entry of M)."""
     norms = [math.sqrt(max(square, 0.0)) for square in gram.diagonal().tolist()]  # ‖g_k‖
     bound = sum(abs(c) * norm for c, norm in zip(weights.tolist(), norms))
-    return GramSolution(weights, gram, squared_norm, bound)
+    squared_norm = float(weights @ gram @ weights) if math.isfinite(bound) else math.nan
+    return GramSolution(weights, gram, squared_norm, bound if math.isfinite(bound) else math.nan)
 
 
 def negligible(solution: GramSolution, dtype: torch.dtype) -> bool:

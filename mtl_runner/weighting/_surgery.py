@@ -8,6 +8,7 @@ NumPy or plain Python floats, never O(K²D) per projection.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,14 +19,19 @@ from mtl_runner.weighting._gram import gram_matrix
 
 def scale_free_gram(jacobian: torch.Tensor) -> np.ndarray:
     """G = JJᵀ (float64 products) divided by its largest diagonal entry (unchanged when that
-    entry is not > 0, e.g. J = 0).
+    entry is not a positive number: J = 0, or a gradient overflowed).
 
     Projection coefficients are invariant to scaling J, so dividing out the scale keeps them
     exact while making every guard relative: J scaled by 1e-8 or 1e8 gives the same result.
     """
     gram = gram_matrix(jacobian, exact=True)
     largest = gram.diagonal().max()
-    return gram / largest if largest > 0 else gram
+    return gram / largest if 0.0 < largest < math.inf else gram
+
+
+def overflowed(gram: np.ndarray) -> bool:
+    """A gradient is not finite (the Gram matrix has a NaN or an infinity)."""
+    return not np.isfinite(gram).all()
 
 
 def column_sums(coefficients: Sequence[Sequence[float]]) -> np.ndarray:

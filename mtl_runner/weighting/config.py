@@ -10,9 +10,10 @@ Weight: d lies in the row space of J, so d = cᵀJ exactly, and c is computed in
 fitted): U⁺ 1 = Uᵀ (UUᵀ)⁺ 1, so with Ĝ = UUᵀ (the cosine matrix), a = Ĝ⁺ 1 and b_k = a_k/‖g_k‖,
 g_u = Σ_k b_k g_k and c = (1ᵀGb / bᵀGb) · b, where G = JJᵀ (float64 products); Ĝ⁺ comes from
 one NumPy eigendecomposition of the K × K matrix Ĝ. c is scale free (J scaled by 1e-8 or 1e8
-gives the same c) and c = 0 when d = 0. When J is rank deficient, c is not unique
-and the one logged is this construction's. c_k can be negative (about 1 in 5 random K = 4 draws);
-the head of task k still gets c_k ∇_head L_k (the project-wide convention).
+gives the same c) and c = 0 when d = 0, and when a gradient is not finite (an overflow). When J
+is rank deficient, c is not unique and the one logged is this construction's. c_k can be
+negative (about 1 in 5 random K = 4 draws); the head of task k still gets c_k ∇_head L_k (the
+project-wide convention).
 Rank: eigenvalues of Ĝ below 1e-10 of the largest count as zero (independent parts below 1e-5
 of the largest singular value of U; float32 rounding of parallel gradients stays far below). A
 zero gradient has u_k = 0 and drops out (its equation cannot hold). When the gradients are
@@ -51,7 +52,7 @@ class ConFIG(GradientWeighting):
         """c with d = cᵀJ, from the symmetric Gram matrix G = JJᵀ (float64)."""
         zeros = np.zeros(len(gram))
         largest = gram.diagonal().max()
-        if not largest > 0:
+        if not 0.0 < largest < np.inf:  # J = 0, or a gradient overflowed (inf or NaN)
             return zeros
         gram = gram / largest  # c is scale free; this keeps every product in range
         norms = np.sqrt(np.maximum(gram.diagonal(), 0.0))

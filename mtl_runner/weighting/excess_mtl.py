@@ -10,7 +10,8 @@ AdaGrad diagonal as Hessian). The first estimate (or the mean over the warm-up c
 the baseline E_k⁰; from then on λ_k ← λ_k·exp(η·E_k/E_k⁰), renormalised to Σλ = 1 (or K). On
 the baseline call E/E⁰ = 1 for every task, so that update leaves λ unchanged; λ starts uniform.
 The update runs in log space, so a task whose baseline is zero saturates λ instead of
-overflowing.
+overflowing. A call whose gradients are not finite (an overflow, e.g. a step the fp16 loss
+scaler will skip) returns λ and changes no statistic.
 Hyperparameters: ``step_size`` η (0.01, the authors' code and LibMTL; torchjd's default is 1.0)
 — must be positive. ``weight_sum`` (one) — ``one``: λ on the simplex, starting at 1/K (the
 paper's α, torchjd); ``num_tasks``: λ sums to K, starting at 1 (the authors' code, LibMTL). Only
@@ -98,6 +99,8 @@ class ExcessMTL(GradientWeighting):
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
         excess = self._excess_risks(jacobian.detach())
+        if excess is None:  # an overflowed gradient: λ stays, and so does every statistic
+            return Aggregation(weights=self.weights.to(jacobian.device, jacobian.dtype))
         self._calls += 1
         if self._calls <= self.warmup_steps:
             self._warmup_sum += excess
@@ -113,8 +116,9 @@ class ExcessMTL(GradientWeighting):
             self._update(excess / self._baseline)
         return Aggregation(weights=self.weights.to(jacobian.device, jacobian.dtype))
 
-    def _excess_risks(self, jacobian: torch.Tensor) -> torch.Tensor:
-        """E_k = Σ_j g_kj² / √(S_kj + 1e-7) after adding g² to S (float64, CPU)."""
+    def _excess_risks(self, jacobian: torch.Tensor) -> torch.Tensor | None:
+        """E_k = Σ_j g_kj² / √(S_kj + 1e-7) after adding g² to S (float64, CPU); None, with S
+        unchanged, when a gradient is not finite (S would stay infinite for the whole run)."""
         squared = jacobian * jacobian
         if self._squared_sum is None or self._squared_sum.shape != squared.shape:
             if self._squared_sum is not None:
@@ -125,9 +129,13 @@ class ExcessMTL(GradientWeighting):
             self._squared_sum = torch.zeros_like(squared)
         if self._squared_sum.device != squared.device:
             self._squared_sum = self._squared_sum.to(squared.device)
-        self._squared_sum.add_(squared.to(self._squared_sum.dtype))
-        scaled = squared / torch.sqrt(self._squared_sum + _HESSIAN_EPS)
-        return scaled.sum(dim=1, dtype=torch.float64).cpu()
+        squared_sum = self._squared_sum + squared.to(self._squared_sum.dtype)
+        scaled = squared / torch.sqrt(squared_sum + _HESSIAN_EPS)
+        excess = scaled.sum(dim=1, dtype=torch.float64).cpu()
+        if not torch.isfinite(excess).all():  # inf/inf or a NaN: no statistic to keep
+            return None
+        self._squared_sum = squared_sum
+        return excess
 
     def _update(self, ratio: torch.Tensor) -> None:
         """log λ ← log λ + η·ratio, renormalised (λ ← λ·exp(η·ratio) / Σ)."""

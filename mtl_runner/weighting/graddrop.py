@@ -12,9 +12,10 @@ gradients, so d is returned as the direction.
 Weight: the fraction of task k's squared gradient norm that passes its mask,
 c_k = Σ_e (ℓ + (1 − ℓ) M_ke) ∇_ke² / Σ_e ∇_ke² = ⟨m_k ⊙ ∇_k, ∇_k⟩ / ‖∇_k‖² with m_k = ℓ + (1−ℓ)M_k,
 i.e. the least-squares coefficient of task k's surviving part on its own gradient; c_k ∈ [ℓ, 1],
-c_k = 1 when no element of ∇_k is dropped (or ∇_k = 0), and d = Σ_k m_k ⊙ ∇_k. It also scales
-the heads (the project-wide convention: the head of task k gets c_k ∇_head L_k); in the paper,
-LibMTL and torchjd the heads are unaffected by GradDrop (c = 1).
+c_k = 1 when no element of ∇_k is dropped (or ∇_k = 0, or an entry of ∇_k is not finite), and
+d = Σ_k m_k ⊙ ∇_k. It also scales the heads (the project-wide convention: the head of task k
+gets c_k ∇_head L_k); in the paper, LibMTL and torchjd the heads are unaffected by GradDrop
+(c = 1).
 Hyperparameters: ``leak`` ℓ ∈ [0, 1] (paper and LibMTL: 0; 1 turns GradDrop off);
 ``purity`` — ``element`` (default): P, U and the masks per element of the batch's ∂L_k/∂z
 (the grad-source Jacobian, batch × width, as the formulas read and as torchjd does);
@@ -35,6 +36,7 @@ Not permutation invariant (random masks).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from enum import Enum
 
@@ -123,7 +125,8 @@ class GradDrop(GradientWeighting):
         total = squared_norms(gradients)
         kept = squared_norms(survivors)
         passed = kept if self.leak == 0.0 else self._passed(total, kept, gradients.dtype)
-        weights = [p / t if t > 0 else 1.0 for p, t in zip(passed, total)]
+        # 1 where the fraction is undefined: ∇_k = 0, or an entry overflowed (0 < t < inf fails)
+        weights = [p / t if 0.0 < t < math.inf else 1.0 for p, t in zip(passed, total)]
         return Aggregation(
             weights=torch.tensor(weights, dtype=gradients.dtype, device=gradients.device),
             direction=direction.flatten(),

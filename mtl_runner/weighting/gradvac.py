@@ -14,7 +14,9 @@ The computation runs on the K × K Gram matrix (float64 products; the O(K³) sca
 plain floats), divided by its largest diagonal entry (cosines and the ratio ‖g_i^PC‖/‖g_j‖ do
 not depend on scale), so the weights do not depend on the scale of J; a zero g_i^PC or g_j has
 cosine 0, and a zero g_j is never added. A target of exactly φ̂ = 1 (reachable only with
-beta = 1 on parallel gradients) has no finite correction and is left alone.
+beta = 1 on parallel gradients) has no finite correction and is left alone. A gradient that is
+not finite (an overflow, e.g. a step the fp16 loss scaler will skip) gives c = 1, the plain sum,
+with no draw, and leaves the targets as they were.
 Hyperparameters: ``beta`` ∈ [0, 1], the EMA rate of the targets (paper: 1e-2; LibMTL and
 torchjd default to 0.5 — set beta=0.5 for their variant; beta = 0 keeps every target at 0,
 which is PCGrad).
@@ -47,7 +49,7 @@ import torch
 
 from mtl_runner.weighting._checks import require
 from mtl_runner.weighting._gram import as_weights
-from mtl_runner.weighting._surgery import column_sums, scale_free_gram
+from mtl_runner.weighting._surgery import column_sums, overflowed, scale_free_gram
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 
@@ -66,8 +68,10 @@ class GradVac(GradientWeighting):
         self.targets = torch.zeros(self.num_tasks, self.num_tasks, dtype=torch.float64)
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
-        weights = self.weights_from_gram(scale_free_gram(jacobian))
-        return Aggregation(weights=as_weights(weights, jacobian))
+        gram = scale_free_gram(jacobian)
+        if overflowed(gram):  # no cosines to measure: the targets must not become NaN
+            return Aggregation(weights=as_weights(np.ones(len(gram)), jacobian))
+        return Aggregation(weights=as_weights(self.weights_from_gram(gram), jacobian))
 
     def weights_from_gram(self, gram: np.ndarray) -> np.ndarray:
         """c = C.sum(0) from the symmetric Gram matrix G (float64); updates the targets φ̂."""

@@ -10,6 +10,8 @@ is 1 plus what the other tasks' projections added of g_k (c = 1 when nothing con
 Everything runs on the K × K Gram matrix (O(K³) plain float64 steps after one O(K²D) product),
 divided by its largest diagonal entry, so the weights do not depend on the scale of J; a zero
 gradient g_j is never projected on.
+A gradient that is not finite (an overflow, e.g. a step the fp16 loss scaler will skip) gives
+c = 1, the plain sum, with no draw.
 Hyperparameters: none besides ``grad_source``.
 State: none. The order is random: for each i, ``torch.randperm(K)`` from torch's global RNG
 (seeded and checkpointed by the trainer), skipping i — the same draws as torchjd.
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 
 from mtl_runner.weighting._gram import as_weights
-from mtl_runner.weighting._surgery import column_sums, scale_free_gram
+from mtl_runner.weighting._surgery import column_sums, overflowed, scale_free_gram
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting
 
 
@@ -41,9 +43,10 @@ class PCGrad(GradientWeighting):
     permutation_invariant = False  # random projection order
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
-        return Aggregation(
-            weights=as_weights(self.weights_from_gram(scale_free_gram(jacobian)), jacobian)
-        )
+        gram = scale_free_gram(jacobian)
+        if overflowed(gram):  # nothing to project; the trainer's checks see the overflow
+            return Aggregation(weights=as_weights(np.ones(len(gram)), jacobian))
+        return Aggregation(weights=as_weights(self.weights_from_gram(gram), jacobian))
 
     @staticmethod
     def weights_from_gram(gram: np.ndarray) -> np.ndarray:
