@@ -15,7 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy.linalg import lapack
+
+from mtl_runner.weighting._gram import symmetric_eigh
 
 
 def precision(jacobian: torch.Tensor) -> float:
@@ -41,22 +42,3 @@ def spectrum(gram: np.ndarray, eps: float) -> Spectrum | None:
     eigenvalues, vectors = symmetric_eigh(gram / scale)
     dropped = int(eigenvalues.searchsorted(eigenvalues[-1] * len(gram) * eps, side="right"))
     return Spectrum(eigenvalues, vectors, dropped, scale)
-
-
-def symmetric_eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ascending eigenvalues and orthonormal eigenvectors of a symmetric float64 matrix: LAPACK's
-    dsyevd, as numpy.linalg.eigh, called directly (numpy's wrapper costs several times the
-    decomposition at K ≤ 10)."""
-    eigenvalues, vectors, info = lapack.dsyevd(matrix, lower=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"the eigendecomposition did not converge (dsyevd info={info})")
-    return eigenvalues, vectors
-
-
-def solve(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
-    """matrix⁻¹·vector by LU with partial pivoting: LAPACK's dgesv, as numpy.linalg.solve, called
-    directly (numpy's wrapper costs several times the solve at K ≤ 10)."""
-    _, _, solution, info = lapack.dgesv(matrix, vector)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"singular matrix (dgesv info={info})")
-    return solution

@@ -1,16 +1,21 @@
-"""The Gram matrix M = J Jᵀ and the way back to torch: what every gradient method shares.
+"""The Gram matrix M = J Jᵀ, the K × K linear algebra on it, and the way back to torch: what
+every gradient method shares.
 
 Every Gram-based method (the min-norm family, the balancing and the surgery methods) reads only
 the K × K inner products of the task gradients. They are formed here once, with one matmul, and
 handed over as a symmetric float64 NumPy array: the K × K work that follows costs about 1 µs a
 NumPy call against 5–10 µs a torch call on small tensors, which is what keeps a method's solve a
-small share of a training step (benchmarks/gradient_methods.py).
+small share of a training step (benchmarks/gradient_methods.py). At K ≤ 10 numpy.linalg's
+wrappers cost several times the LAPACK routine they call, so the decompositions below call the
+same routines (dsyevd, dgesv) through SciPy's thin wrappers: the same results, a fraction of the
+time.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.linalg import lapack
 
 #: columns of J turned to float64 at a time for an exact Gram matrix (bounds the temporary copy)
 _BLOCK_ELEMENTS = 1 << 24
@@ -51,3 +56,24 @@ def as_weights(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)).to(
         like.device, like.dtype
     )
+
+
+def symmetric_eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ascending eigenvalues and orthonormal eigenvectors (columns) of a symmetric float64
+    matrix, as numpy.linalg.eigh."""
+    eigenvalues, vectors, info = lapack.dsyevd(matrix, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"the eigendecomposition did not converge (dsyevd info={info})")
+    return eigenvalues, vectors
+
+
+def symmetric_eigenvalues(matrix: np.ndarray) -> np.ndarray | None:
+    """Ascending eigenvalues of a symmetric float64 matrix; None if LAPACK did not converge."""
+    eigenvalues, _, info = lapack.dsyevd(matrix, compute_v=0)
+    return None if info else eigenvalues
+
+
+def lu_solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:
+    """matrix⁻¹·rhs by LU with partial pivoting, as numpy.linalg.solve; None when singular."""
+    _, _, solution, info = lapack.dgesv(matrix, rhs)
+    return None if info else solution

@@ -47,7 +47,12 @@ from scipy.optimize import lsq_linear, nnls
 
 from mtl_runner.errors import ConfigError
 from mtl_runner.weighting._checks import require_non_negative
-from mtl_runner.weighting._gram import as_weights, gram_matrix
+from mtl_runner.weighting._gram import (
+    as_weights,
+    gram_matrix,
+    symmetric_eigenvalues,
+    symmetric_eigh,
+)
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 #: a combination shorter than this fraction of Σ|c_k|‖g_k‖ is recomputed from a float64 Gram
@@ -113,9 +118,8 @@ def _epsilon(dtype: torch.dtype) -> float:
 
 def well_conditioned(matrix: np.ndarray) -> bool:
     """λ_min(Q) > 1e-6·λ_max(Q): the active-set result is unique and accurate (see above)."""
-    # LAPACK directly: numpy.linalg's wrappers cost several times the work at this size
-    eigenvalues, _, info = lapack.dsyevd(matrix, compute_v=0)  # ascending
-    return not info and eigenvalues[0] > _WELL_CONDITIONED * eigenvalues[-1]
+    eigenvalues = symmetric_eigenvalues(matrix)  # ascending
+    return eigenvalues is not None and eigenvalues[0] > _WELL_CONDITIONED * eigenvalues[-1]
 
 
 def nonnegative_quadratic(
@@ -160,7 +164,7 @@ def _solve_on_supports(matrix: np.ndarray, targets: np.ndarray, supports: np.nda
 
 def psd_factor(gram: np.ndarray) -> np.ndarray:
     """A (r × K) with AᵀA = M up to rounding; eigenvalues below K·eps·λ_max count as zero."""
-    eigenvalues, vectors = np.linalg.eigh(gram)
+    eigenvalues, vectors = symmetric_eigh(gram)
     largest = max(float(eigenvalues[-1]), 0.0)
     keep = eigenvalues > gram.shape[0] * np.finfo(np.float64).eps * largest
     if keep.all():  # full rank: the same entries without the boolean indexing

@@ -43,9 +43,9 @@ from enum import Enum
 
 import numpy as np
 import torch
-from scipy.linalg import lapack
 
 from mtl_runner.weighting._checks import require_non_negative
+from mtl_runner.weighting._gram import lu_solve
 from mtl_runner.weighting._min_norm import aggregation, min_norm_weights, solve_on_gram
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
@@ -144,8 +144,8 @@ class _RadiusProblem:
         rhs = np.zeros((size + 1, 2))
         rhs[size, 0] = 1.0
         rhs[:size, 1] = -self.mean_products[support]
-        solution, info = lapack.dgesv(kkt, rhs)[2:]  # LAPACK directly: a fraction of the cost
-        if info:  # affinely dependent gradients on the support
+        solution = lu_solve(kkt, rhs)
+        if solution is None:  # affinely dependent gradients on the support
             solution = np.linalg.lstsq(kkt, rhs, rcond=None)[0]
         directions = solution[:size]  # the columns p and q
         (a, b), (_, c2) = (directions.T @ kkt[:size, :size] @ directions).tolist()

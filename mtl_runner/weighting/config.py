@@ -8,12 +8,12 @@ d = (Σ_k ⟨g_k, unit⟩) · unit. When the gradients are linearly independent,
 every k (the paper's conflict-free guarantee).
 Weight: d lies in the row space of J, so d = cᵀJ exactly, and c is computed in closed form (not
 fitted): U⁺ 1 = Uᵀ (UUᵀ)⁺ 1, so with Ĝ = UUᵀ (the cosine matrix), a = Ĝ⁺ 1 and b_k = a_k/‖g_k‖,
-g_u = Σ_k b_k g_k and c = (1ᵀGb / bᵀGb) · b, where G = JJᵀ (float64 products); Ĝ⁺ comes from
-one NumPy eigendecomposition of the K × K matrix Ĝ. c is scale free (J scaled by 1e-8 or 1e8
-gives the same c) and c = 0 when d = 0, and when a gradient is not finite (an overflow). When J
-is rank deficient, c is not unique and the one logged is this construction's. c_k can be
-negative (about 1 in 5 random K = 4 draws); the head of task k still gets c_k ∇_head L_k (the
-project-wide convention).
+g_u = Σ_k b_k g_k and c = (1ᵀGb / bᵀGb) · b, where G = JJᵀ (float64 products); Ĝ⁺ comes
+from one eigendecomposition (LAPACK's dsyevd) of the K × K matrix Ĝ. c is scale free (J scaled
+by 1e-8 or 1e8 gives the same c) and c = 0 when d = 0, and when a gradient is not finite (an
+overflow). When J is rank deficient, c is not unique and the one logged is this construction's.
+c_k can be negative (about 1 in 5 random K = 4 draws); the head of task k still gets
+c_k ∇_head L_k (the project-wide convention).
 Rank: eigenvalues of Ĝ below 1e-10 of the largest count as zero (independent parts below 1e-5
 of the largest singular value of U; float32 rounding of parallel gradients stays far below). A
 zero gradient has u_k = 0 and drops out (its equation cannot hold). When the gradients are
@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mtl_runner.weighting._gram import as_weights, gram_matrix
+from mtl_runner.weighting._gram import as_weights, gram_matrix, symmetric_eigh
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting
 
 RANK_RTOL = 1e-10  # eigenvalues of the cosine matrix below RANK_RTOL·largest count as zero
@@ -58,7 +58,7 @@ class ConFIG(GradientWeighting):
         norms = np.sqrt(np.maximum(gram.diagonal(), 0.0))
         inverse_norms = np.divide(1.0, norms, out=zeros.copy(), where=norms > 0)  # 0: u_k = 0
         cosines = gram * inverse_norms[:, None] * inverse_norms[None, :]
-        eigenvalues, eigenvectors = np.linalg.eigh(cosines)
+        eigenvalues, eigenvectors = symmetric_eigh(cosines)
         kept = eigenvalues > RANK_RTOL * eigenvalues.max()
         # a = Ĝ⁺ 1 = V Λ⁺ Vᵀ 1, with 1/λ on the kept eigenvalues and 0 on the others
         inverse_eigenvalues = np.divide(1.0, eigenvalues, out=zeros.copy(), where=kept)

@@ -44,9 +44,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from mtl_runner.weighting._balancing import precision, solve
+from mtl_runner.weighting._balancing import precision
 from mtl_runner.weighting._checks import require
-from mtl_runner.weighting._gram import as_weights, gram_matrix
+from mtl_runner.weighting._gram import as_weights, gram_matrix, lu_solve
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 _RELATIVE_RESIDUAL = 1e-12
@@ -101,9 +101,8 @@ def solve_fairgrad(gram: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarr
         if point.quadratic <= tolerance * total * total:  # vᵀM̃v ≤ K·eps for v = w / Σw:
             return w / total, False  # 0 is (numerically) in the convex hull
         curvature = power * point.target / w  # φ''(w_k) = (1/α)·w_k^{−1/α−1}
-        try:
-            newton = solve(matrix + np.diag(curvature), point.residual)  # the step is −newton
-        except np.linalg.LinAlgError:  # pragma: no cover - the Hessian is positive definite
+        newton = lu_solve(matrix + np.diag(curvature), point.residual)  # the step is −newton
+        if newton is None:  # pragma: no cover - the Hessian is positive definite
             break
         fastest = float((newton / w).max())  # the largest relative decrease of a weight
         size = min(1.0, 0.99 / fastest) if fastest > 0 else 1.0  # keeps w > 0

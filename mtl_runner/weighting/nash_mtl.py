@@ -39,10 +39,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.linalg import lapack
 
 from mtl_runner.weighting._checks import require
-from mtl_runner.weighting._gram import gram_matrix
+from mtl_runner.weighting._gram import gram_matrix, lu_solve
 from mtl_runner.weighting._min_norm import GramSolution, aggregation, measured, solve_on_gram
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
@@ -140,9 +139,8 @@ def bargaining_solution(gram: np.ndarray, start: np.ndarray) -> np.ndarray | Non
         inverse = 1.0 / x
         descent = inverse - product  # −∇f
         hessian = scaled + np.diag(inverse * inverse)
-        # LAPACK's LU solve directly: numpy.linalg's wrapper costs several times the solve here
-        step, singular = lapack.dgesv(hessian, descent)[2:]
-        if singular:
+        step = lu_solve(hessian, descent)
+        if step is None:  # singular
             break
         decrement = math.sqrt(max(float(descent @ step), 0.0))
         if decrement <= _DECREMENT:  # at the rounding floor: no step can do better
