@@ -21,9 +21,8 @@ method — the head of task k receives c_k ∇_head L_k.
 
 from __future__ import annotations
 
-import contextlib
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
@@ -179,15 +178,16 @@ class GradientWeighting(Weighting):
             return scaled(direction, scale).reshape(shared.shape).to(shared.dtype)
 
         heads = [list(context.task_parameters[name]) for name in self.task_names]
-        # one backward: heads, the route at z, then the trunk with d_z (see taps.py)
-        with fresh_gradients(heads) as head_grads:
-            taps.route_gradients(route)
-            try:
-                context.backward(losses.sum())
-            finally:
-                taps.route_gradients(None)
+        # the heads' .grad must hold this backward's ∇_head L_k alone before they are weighted
+        held = set_aside([p for head in heads for p in head])
+        taps.route_gradients(route)
+        try:  # one backward: heads, the route at z, then the trunk with d_z (see taps.py)
+            context.backward(losses.sum())
             (weights,) = applied
-            weight_heads(heads, head_grads(), weights)
+            scale_by_task([[p.grad for p in head] for head in heads], weights)
+        finally:
+            taps.route_gradients(None)
+            put_back(held)
         return weights
 
     def _backward_features_batched(
@@ -214,59 +214,51 @@ def weight_heads(
     head_grads: Sequence[Sequence[torch.Tensor | None]],
     weights: torch.Tensor,
 ) -> None:
-    """The head of task k gets c_k ∇_head L_k (the gradients are already loss-scaled).
-
-    The gradients are fresh tensors from autograd (nobody else holds them, already in each
-    parameter's dtype and device): they are scaled in place, with one fused call on the CPU.
-    """
-    params, grads, tasks = [], [], []
-    for k, (head, head_grad) in enumerate(zip(heads, head_grads)):
-        for parameter, grad in zip(head, head_grad):
+    """The head of task k gets c_k ∇_head L_k, from fresh gradients (already loss-scaled) that
+    autograd returned: they are scaled in place and become (or are added to) ``.grad``."""
+    scale_by_task(head_grads, weights)
+    for head, grads in zip(heads, head_grads):
+        for parameter, grad in zip(head, grads):
             if grad is not None:
-                params.append(parameter)
-                grads.append(grad.detach())
+                accumulate_gradient(parameter, grad, copy=False)
+
+
+def scale_by_task(
+    grads_by_task: Sequence[Sequence[torch.Tensor | None]], weights: torch.Tensor
+) -> None:
+    """g ← c_k·g, in place, for every gradient g of task k (tensors nobody else holds, each in
+    its parameter's dtype and device); one fused call on the CPU."""
+    grads, tasks = [], []
+    for k, task_grads in enumerate(grads_by_task):
+        for grad in task_grads:
+            if grad is not None:
+                grads.append(grad)
                 tasks.append(k)
     if not grads:
         return
     if weights.device.type == "cpu" and grads[0].device.type == "cpu":
         values = weights.tolist()  # on the CPU: no device sync
         torch._foreach_mul_(grads, [values[k] for k in tasks])
-    else:
-        grads = [g * weights[k].to(g.device, g.dtype) for g, k in zip(grads, tasks)]
-    for parameter, grad in zip(params, grads):
-        if parameter.grad is None:
-            parameter.grad = grad
-        else:
-            parameter.grad.add_(grad)
+        return
+    for grad, k in zip(grads, tasks):
+        grad.mul_(weights[k].to(grad.device, grad.dtype))
 
 
-@contextlib.contextmanager
-def fresh_gradients(
-    heads: Sequence[Sequence[torch.nn.Parameter]],
-) -> Iterator[Callable[[], list[tuple[torch.Tensor | None, ...]]]]:
-    """Set the heads' ``.grad`` aside while a backward fills them afresh.
-
-    Yields ``take()``, which returns the fresh gradients (per head) and clears ``.grad`` again;
-    what was set aside is added back on exit. So a method can weight what one backward gave the
-    heads without touching gradients that were already there.
-    """
-    params = [p for head in heads for p in head]
-    held = [p.grad for p in params]
-    for parameter in params:
+def set_aside(
+    parameters: Sequence[torch.nn.Parameter],
+) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+    """Take the gradients already in ``.grad`` out, so that a backward fills them afresh (put
+    them back with :func:`put_back`)."""
+    held = [(p, p.grad) for p in parameters if p.grad is not None]
+    for parameter, _ in held:
         parameter.grad = None
+    return held
 
-    def take() -> list[tuple[torch.Tensor | None, ...]]:
-        grads = [tuple(p.grad for p in head) for head in heads]
-        for parameter in params:
-            parameter.grad = None
-        return grads
 
-    try:
-        yield take
-    finally:
-        for parameter, grad in zip(params, held):
-            if grad is not None:
-                accumulate_gradient(parameter, grad, copy=False)
+def put_back(held: Sequence[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
+    """Add the gradients :func:`set_aside` took out to what ``.grad`` holds now."""
+    for parameter, grad in held:
+        accumulate_gradient(parameter, grad, copy=False)
 
 
 def split_rows(
