@@ -14,9 +14,9 @@ method's backward, Adam) through the trainer's own step code and prints, per met
 - ``feature path alone``: the feature-level step with a do-nothing solve against an EW step:
   what the one-pass backward through the taps costs before any method's solve.
 
-Each ratio times its two paths back to back in every repeat and reports the median of the
-per-repeat ratios, so the slow drifts of a shared machine cancel. A
-benchmark, not a test: it always exits 0. Run ``make bench`` or
+Each ratio alternates its two paths call by call within a repeat and reports the median of the
+per-repeat ratios, so the drifts of a shared machine cancel. A benchmark, not a test: it always
+exits 0. Run ``make bench`` or
 ``.venv/bin/python benchmarks/gradient_methods.py [--methods mgda,upgrad] [--repeats 7]``.
 """
 
@@ -82,7 +82,10 @@ class Bench:
             if copies is not None
             else self.model.decode(z)
         )
-        losses = torch.stack([t.loss(outputs[t.name], self.targets[t.name]) for t in self.tasks])
+        # every row is labelled: the trainer's plain-mean losses
+        losses = torch.stack(
+            [t.unmasked_loss(outputs[t.name], self.targets[t.name]) for t in self.tasks]
+        )
         return losses, z, copies
 
     def losses(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +113,7 @@ class Bench:
         z = self.model.encode(self.features)
         outputs = self.model.decode(z)
         # separate loss tensors: torchjd differentiates each one on its own
-        losses = [t.loss(outputs[t.name], self.targets[t.name]) for t in self.tasks]
+        losses = [t.unmasked_loss(outputs[t.name], self.targets[t.name]) for t in self.tasks]
         self.optimizer.zero_grad(set_to_none=True)
         mtl_backward(losses, features=z)
         jac_to_grad(self.shared, Mean())
@@ -122,14 +125,6 @@ class Bench:
         losses, z = self.losses()
         inputs = list(self.shared) if source == "params" else [z]
         return torch.cat([row.flatten(1) for row in jacobian_rows(losses, inputs)], dim=1)
-
-
-def seconds_per_call(function: Callable[[], object], calls: int) -> float:
-    function()  # warm-up
-    started = time.perf_counter()
-    for _ in range(calls):
-        function()
-    return (time.perf_counter() - started) / calls
 
 
 def method_names() -> list[str]:
@@ -156,14 +151,23 @@ def build(name: str, num_tasks: int, source: str) -> Weighting | None:
 def paired_ratio(
     repeats: int, calls: int, numerator: Callable[[], object], denominator: Callable[[], object]
 ) -> tuple[float, float]:
-    """Median over repeats of time(numerator)/time(denominator), each repeat timing both back
-    to back (slow drifts of a shared machine cancel), and the median numerator time."""
+    """Median over repeats of time(numerator)/time(denominator), and the median numerator time
+    per call. Within a repeat the two alternate call by call, so both meet the same state of a
+    shared, noisy machine."""
+    numerator()  # warm-up
+    denominator()
     ratios, times = [], []
     for _ in range(repeats):
-        top = seconds_per_call(numerator, calls)
-        bottom = seconds_per_call(denominator, calls)
+        top = bottom = 0.0
+        for _ in range(calls):
+            started = time.perf_counter()
+            numerator()
+            middle = time.perf_counter()
+            denominator()
+            top += middle - started
+            bottom += time.perf_counter() - middle
         ratios.append(top / bottom)
-        times.append(top)
+        times.append(top / calls)
     return statistics.median(ratios), statistics.median(times)
 
 
@@ -217,7 +221,7 @@ def report(num_tasks: int, names: list[str], repeats: int, calls: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="", help="comma-separated names (default: all)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()

@@ -1,11 +1,11 @@
 """Helpers shared by the balancing methods (imtl, aligned_mtl, fairgrad).
 
-They read the float64 Gram matrix M = J Jᵀ of ``_gram.gram_matrix(jacobian, exact=True)`` (the
-products formed in float64) and do the K × K work in NumPy. A spectrum is taken of M divided by
-its largest diagonal entry, so what follows does not depend on the scale of J, and a rank
-tolerance is taken from the precision of the Jacobian's own dtype: an eigenvalue of M below
-λ_max·K·eps(dtype) counts as zero (the tolerance torchjd uses, with M computed from J in that
-dtype).
+They read the Gram matrix M = J Jᵀ of ``_gram.gram_matrix(jacobian)`` (the products formed in
+the Jacobian's dtype, as torchjd does, held in float64) and do the K × K work in NumPy. A
+spectrum is taken of M divided by its largest diagonal entry, so what follows does not depend on
+the scale of J, and a rank tolerance is taken from the precision of the Jacobian's own dtype: an
+eigenvalue of M below λ_max·K·eps(dtype) counts as zero (the tolerance torchjd uses, with M
+computed from J in that dtype).
 """
 
 from __future__ import annotations
@@ -14,15 +14,8 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
 from mtl_runner.weighting._gram import symmetric_eigh
-
-
-def precision(jacobian: torch.Tensor) -> float:
-    """The relative precision eps of the Jacobian's dtype (at least float32's)."""
-    dtype = jacobian.dtype if jacobian.dtype.is_floating_point else torch.float32
-    return float(torch.finfo(dtype).eps)
 
 
 class Spectrum(NamedTuple):

@@ -13,6 +13,8 @@ time.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from scipy.linalg import lapack
@@ -49,6 +51,13 @@ def _float64_gram(jacobian: torch.Tensor) -> torch.Tensor:
         part = jacobian[:, start : start + block].to(torch.float64)
         gram += part @ part.T
     return gram
+
+
+@functools.cache
+def precision(dtype: torch.dtype) -> float:
+    """The relative precision eps of a dtype (float32's for a non-float one); cached, since
+    torch.finfo costs a few µs a call."""
+    return float(torch.finfo(dtype if dtype.is_floating_point else torch.float32).eps)
 
 
 def as_weights(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:

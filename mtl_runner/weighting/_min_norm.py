@@ -35,7 +35,6 @@ leave the non-finite update to the trainer's checks.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -50,6 +49,7 @@ from mtl_runner.weighting._checks import require_non_negative
 from mtl_runner.weighting._gram import (
     as_weights,
     gram_matrix,
+    precision,
     symmetric_eigenvalues,
     symmetric_eigh,
 )
@@ -108,12 +108,7 @@ def measured(weights: np.ndarray, gram: np.ndarray) -> GramSolution:
 
 def negligible(solution: GramSolution, dtype: torch.dtype) -> bool:
     """‖Σ c_k g_k‖ ≤ 16·eps(dtype)·Σ|c_k|‖g_k‖: the direction is within its rounding error."""
-    return solution.shorter_than(16 * _epsilon(dtype))
-
-
-@functools.cache
-def _epsilon(dtype: torch.dtype) -> float:
-    return torch.finfo(dtype).eps  # torch.finfo costs a few µs a call
+    return solution.shorter_than(16 * precision(dtype))
 
 
 def well_conditioned(matrix: np.ndarray) -> bool:

@@ -18,13 +18,13 @@ from mtl_runner.weighting._gram import gram_matrix
 
 
 def scale_free_gram(jacobian: torch.Tensor) -> np.ndarray:
-    """G = JJᵀ (float64 products) divided by its largest diagonal entry (unchanged when that
+    """G = JJᵀ (products in J's dtype) divided by its largest diagonal entry (unchanged when that
     entry is not a positive number: J = 0, or a gradient overflowed).
 
     Projection coefficients are invariant to scaling J, so dividing out the scale keeps them
     exact while making every guard relative: J scaled by 1e-8 or 1e8 gives the same result.
     """
-    gram = gram_matrix(jacobian, exact=True)
+    gram = gram_matrix(jacobian)
     largest = gram.diagonal().max()
     return gram / largest if 0.0 < largest < math.inf else gram
 

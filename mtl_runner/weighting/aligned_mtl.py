@@ -32,8 +32,8 @@ from enum import Enum
 import numpy as np
 import torch
 
-from mtl_runner.weighting._balancing import precision, spectrum
-from mtl_runner.weighting._gram import as_weights, gram_matrix
+from mtl_runner.weighting._balancing import spectrum
+from mtl_runner.weighting._gram import as_weights, gram_matrix, precision
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 
@@ -82,9 +82,7 @@ class AlignedMTL(GradientWeighting):
         self.scale_mode = ScaleMode(scale_mode)
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
-        balance = balance_matrix(
-            gram_matrix(jacobian, exact=True), precision(jacobian), self.scale_mode
-        )
+        balance = balance_matrix(gram_matrix(jacobian), precision(jacobian.dtype), self.scale_mode)
         num_tasks = len(losses)  # the rows given: all tasks, or those present in the batch
         preference = np.ones(num_tasks)
         if self.preference is Preference.mean:

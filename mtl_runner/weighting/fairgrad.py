@@ -44,9 +44,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from mtl_runner.weighting._balancing import precision
 from mtl_runner.weighting._checks import require
-from mtl_runner.weighting._gram import as_weights, gram_matrix, lu_solve
+from mtl_runner.weighting._gram import as_weights, gram_matrix, lu_solve, precision
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 _RELATIVE_RESIDUAL = 1e-12
@@ -141,8 +140,8 @@ class FairGrad(GradientWeighting):
         self.alpha = float(alpha)
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
-        gram = gram_matrix(jacobian, exact=True)
-        weights, solved = solve_fairgrad(gram, self.alpha, precision(jacobian))
+        gram = gram_matrix(jacobian)
+        weights, solved = solve_fairgrad(gram, self.alpha, precision(jacobian.dtype))
         weights = as_weights(weights, jacobian)
         if solved:
             return Aggregation(weights=weights)

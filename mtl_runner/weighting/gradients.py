@@ -22,7 +22,7 @@ method — the head of task k receives c_k ∇_head L_k.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
@@ -168,23 +168,23 @@ class GradientWeighting(Weighting):
 
         def route(grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
             """Inside the backward: J from the K ∂L_k/∂z, the method's c, and d_z = cᵀJ."""
-            jacobian = scaled(torch.stack(grads).flatten(1).float(), 1 / scale)
+            jacobian = scaled(at_least_float32(torch.stack(grads).view(len(grads), -1)), 1 / scale)
             aggregation = self._aggregate(jacobian, detached)
-            weights = aggregation.weights.detach().to(jacobian.dtype)
+            weights = in_dtype(aggregation.weights.detach(), jacobian.dtype)
             applied.append(weights)
             direction = aggregation.direction
             if direction is None:
                 direction = weights @ jacobian
-            return scaled(direction, scale).reshape(shared.shape).to(shared.dtype)
+            return in_dtype(scaled(direction, scale).view(shared.shape), shared.dtype)
 
-        heads = [list(context.task_parameters[name]) for name in self.task_names]
+        params, owners = head_layout(context.task_parameters, self.task_names)
         # the heads' .grad must hold this backward's ∇_head L_k alone before they are weighted
-        held = set_aside([p for head in heads for p in head])
+        held = set_aside(params)
         taps.route_gradients(route)
         try:  # one backward: heads, the route at z, then the trunk with d_z (see taps.py)
             context.backward(losses.sum())
             (weights,) = applied
-            scale_by_task([[p.grad for p in head] for head in heads], weights)
+            scale_by_task([p.grad for p in params], owners, weights)
         finally:
             taps.route_gradients(None)
             put_back(held)
@@ -196,7 +196,7 @@ class GradientWeighting(Weighting):
         shared = context.shared_representation
         scale = context.loss_scale
         (rows,) = jacobian_rows(losses * scale, [shared], retain_graph=True)
-        jacobian = rows.flatten(1).float() / scale
+        jacobian = at_least_float32(rows.flatten(1)) / scale
         aggregation = self._aggregate(jacobian, losses.detach())
         weights = aggregation.weights.detach().to(jacobian.dtype)
         if aggregation.direction is None:  # c_k on every part: one ordinary backward
@@ -209,6 +209,18 @@ class GradientWeighting(Weighting):
         return weights
 
 
+def head_layout(
+    task_parameters: Mapping[str, Sequence[torch.nn.Parameter]], task_names: Sequence[str]
+) -> tuple[list[torch.nn.Parameter], list[int]]:
+    """The heads' parameters in one flat list, and the task (index) each belongs to."""
+    params, owners = [], []
+    for k, name in enumerate(task_names):
+        for parameter in task_parameters[name]:
+            params.append(parameter)
+            owners.append(k)
+    return params, owners
+
+
 def weight_heads(
     heads: Sequence[Sequence[torch.nn.Parameter]],
     head_grads: Sequence[Sequence[torch.Tensor | None]],
@@ -216,31 +228,28 @@ def weight_heads(
 ) -> None:
     """The head of task k gets c_k ∇_head L_k, from fresh gradients (already loss-scaled) that
     autograd returned: they are scaled in place and become (or are added to) ``.grad``."""
-    scale_by_task(head_grads, weights)
-    for head, grads in zip(heads, head_grads):
-        for parameter, grad in zip(head, grads):
-            if grad is not None:
-                accumulate_gradient(parameter, grad, copy=False)
+    params = [p for head in heads for p in head]
+    grads = [g for task_grads in head_grads for g in task_grads]
+    scale_by_task(grads, [k for k, head in enumerate(heads) for _ in head], weights)
+    for parameter, grad in zip(params, grads):
+        if grad is not None:
+            accumulate_gradient(parameter, grad, copy=False)
 
 
 def scale_by_task(
-    grads_by_task: Sequence[Sequence[torch.Tensor | None]], weights: torch.Tensor
+    grads: Sequence[torch.Tensor | None], owners: Sequence[int], weights: torch.Tensor
 ) -> None:
-    """g ← c_k·g, in place, for every gradient g of task k (tensors nobody else holds, each in
-    its parameter's dtype and device); one fused call on the CPU."""
-    grads, tasks = [], []
-    for k, task_grads in enumerate(grads_by_task):
-        for grad in task_grads:
-            if grad is not None:
-                grads.append(grad)
-                tasks.append(k)
-    if not grads:
+    """g ← c_k·g, in place, for each gradient g of task k = its owner (tensors nobody else
+    holds, each in its parameter's dtype and device; None is skipped); one fused call on the
+    CPU."""
+    present = [(g, k) for g, k in zip(grads, owners) if g is not None]
+    if not present:
         return
-    if weights.device.type == "cpu" and grads[0].device.type == "cpu":
+    if weights.is_cpu and present[0][0].is_cpu:
         values = weights.tolist()  # on the CPU: no device sync
-        torch._foreach_mul_(grads, [values[k] for k in tasks])
+        torch._foreach_mul_([g for g, _ in present], [values[k] for _, k in present])
         return
-    for grad, k in zip(grads, tasks):
+    for grad, k in present:
         grad.mul_(weights[k].to(grad.device, grad.dtype))
 
 
@@ -339,6 +348,16 @@ def accumulate_gradient(
         parameter.grad = grad.clone() if copy else grad
     else:
         parameter.grad.add_(grad)
+
+
+def in_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor.to(dtype)``, without the call when it already is (a hot path)."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Half-precision gradients (autocast) in float32 for the solve; float32/64 as they are."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
 def scaled(tensor: torch.Tensor, scale: float) -> torch.Tensor:

@@ -10,7 +10,7 @@ g_i^PC ← g_i^PC + ‖g_i^PC‖ (φ̂_ij √(1−φ_ij²) − φ_ij √(1−φ�
 which raises the cosine to exactly φ̂_ij; then, always, φ̂_ij ← (1−β) φ̂_ij + β φ_ij (with the
 φ_ij measured before the correction). The update is the SUM d = Σ_i g_i^PC. Writing
 g_i^PC = Σ_k C_ik g_k, the logged weight is c = C.sum(0), so d = Σ_k c_k g_k = cᵀJ exactly.
-The computation runs on the K × K Gram matrix (float64 products; the O(K³) scalar steps in
+The computation runs on the K × K Gram matrix (products in J's dtype; the O(K³) scalar steps in
 plain floats), divided by its largest diagonal entry (cosines and the ratio ‖g_i^PC‖/‖g_j‖ do
 not depend on scale), so the weights do not depend on the scale of J; a zero g_i^PC or g_j has
 cosine 0, and a zero g_j is never added. A target of exactly φ̂ = 1 (reachable only with

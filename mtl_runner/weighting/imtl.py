@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtl_runner.weighting._balancing import precision, spectrum
-from mtl_runner.weighting._gram import as_weights, gram_matrix
+from mtl_runner.weighting._balancing import spectrum
+from mtl_runner.weighting._gram import as_weights, gram_matrix, precision
 from mtl_runner.weighting._parameters import follow_device, load_parameter
 from mtl_runner.weighting.base import StepContext
 from mtl_runner.weighting.gradients import (
@@ -88,12 +88,12 @@ class IMTL(GradientWeighting):
         self.log_scale = torch.nn.Parameter(torch.zeros(self.num_tasks))
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
-        gram = gram_matrix(jacobian, exact=True)
+        gram = gram_matrix(jacobian)
         scales = np.ones(self.num_tasks)
         if self.loss_scaling:  # rows e^{s_k} g_k: the gradients of e^{s_k} L_k − s_k
             scales = np.exp(self.log_scale.detach().cpu().numpy().astype(np.float64))
             gram = scales[:, None] * gram * scales[None, :]
-        alpha = imtl_g_weights(gram, precision(jacobian))
+        alpha = imtl_g_weights(gram, precision(jacobian.dtype))
         return Aggregation(weights=as_weights(alpha * scales, jacobian))
 
     def backward(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:

@@ -16,7 +16,7 @@ running the node, and then takes the trunk's vector-Jacobian products itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -36,8 +36,7 @@ class _Join(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, router: _Router, shared: torch.Tensor, count: int):  # type: ignore[override]
-        ctx.router = router
-        ctx.set_materialize_grads(True)  # an unused tap (absent task) sends zeros
+        ctx.router = router  # gradients are materialised: an unused tap (absent task) sends zeros
         return tuple(shared.view_as(shared) for _ in range(count))
 
     @staticmethod
@@ -47,22 +46,17 @@ class _Join(torch.autograd.Function):
         return None, trunk_grad, None
 
 
-class TaskTaps(Mapping[str, torch.Tensor]):
-    """z once per task (task name → tap), for the heads; see the module docstring."""
+class TaskTaps(dict[str, torch.Tensor]):
+    """z once per task (task name → tap), for the heads; see the module docstring.
+
+    A plain dict of the taps (read it, do not change it: the method's route expects one tap per
+    task, in task order) that also knows its route.
+    """
 
     def __init__(self, shared: torch.Tensor, task_names: Sequence[str]) -> None:
-        self._router = _Router()
-        taps = _Join.apply(self._router, shared, len(task_names))
-        self._taps = dict(zip(task_names, taps))
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self._taps[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._taps)
-
-    def __len__(self) -> int:
-        return len(self._taps)
+        router = _Router()
+        super().__init__(zip(task_names, _Join.apply(router, shared, len(task_names))))
+        self._router = router
 
     def route_gradients(self, route: Route | None) -> None:
         """What the trunk receives in the next backward through the taps (None: the sum)."""

@@ -423,3 +423,17 @@ def test_config_dependent_gradients_zero_rows_and_zero_direction() -> None:
     torch.testing.assert_close(  # all zero
         ConFIG(TWO).aggregate(torch.zeros(2, 3), torch.ones(2)).weights, torch.zeros(2)
     )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_config_rank_cut_follows_the_precision_of_the_gram_products(seed: int) -> None:
+    """g and 3g are parallel up to float32 rounding: with the Gram products in float32 the
+    noise eigenvalue of the cosine matrix (~1e-7) must count as zero, giving the weights of
+    the exactly parallel float64 gradients (a fixed 1e-10 cut kept it for seed 1: c_1 off by
+    7e-3)."""
+    generator = torch.Generator().manual_seed(seed)
+    g, h = torch.randn(2, 8192, generator=generator, dtype=torch.float64)
+    exact = torch.stack([g, 3 * g, h])
+    expected = ConFIG(["a", "b", "c"]).aggregate(exact, torch.ones(3)).weights
+    got = ConFIG(["a", "b", "c"]).aggregate(exact.float(), torch.ones(3)).weights
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=0)
