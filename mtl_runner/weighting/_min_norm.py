@@ -285,10 +285,11 @@ def _lifted_nnls(gram: np.ndarray) -> np.ndarray:
 
 def dual_cone_projection(gram: np.ndarray, lowers: np.ndarray) -> np.ndarray:
     """For each row u of ``lowers`` ([n, K]): v minimising vᵀMv subject to v ≥ u (M PSD)."""
-    targets = -(lowers @ gram)  # b = −Mu: positive where u conflicts with a gradient
-    conflicts = targets > 0
+    products = lowers @ gram  # Mu: negative where u conflicts with a gradient
+    conflicts = products < 0
     if not conflicts.any():  # every Jᵀu is in the dual cone already (s = 0 is optimal)
         return lowers.copy()
+    targets = -products  # b = −Mu
     if well_conditioned(gram):
         shifts = nonnegative_quadratic(gram, targets, conflicts)
         if shifts is not None:
