@@ -14,16 +14,19 @@ Two of the problems are non-negative quadratic programs, min_{x ≥ 0} ½xᵀQx 
   of Jᵀu onto the dual cone of the rows of J): Q = M and b = −Mu for s = v − u ≥ 0.
 
 The default route is :func:`nonnegative_quadratic`, an active-set method on Q itself: from a
-guessed support P it solves Q_PP x_P = b_P by Cholesky (x = 0 elsewhere), adds the indices where
+guessed support P it solves Q_PP x_P = b_P (x = 0 elsewhere), adds the indices where
 the gradient b − Qx is positive and drops those where x_P ≤ 0, until P no longer changes (a
 primal-dual active-set method; 1–3 small solves here). P then satisfies the KKT conditions, so x
-is the minimiser, exactly up to rounding. The result is taken only when Q is well conditioned
+is the minimiser, exactly up to rounding. Up to four problems are solved one by one with the
+bookkeeping on Python floats (at K ≤ 10 a NumPy call costs more than its arithmetic): a support
+of one or two by its closed form, a larger one by LAPACK's Cholesky solve; more problems (UPGrad
+at K > 4) are solved all at once by NumPy. The result is taken only when Q is well conditioned
 (:func:`well_conditioned`: λ_min > 1e-6·λ_max, so the minimiser is unique and every solve on a
-support accurate to about 1e-10). Otherwise (duplicated or affinely dependent gradients, a zero
-gradient), or when P has not settled after a few sweeps (the method can cycle), SciPy's
-``nnls`` solves the same problem on a factor A of M (AᵀA = M by eigendecomposition): the
-Lawson–Hanson active-set method, which also stops at the exact KKT point, not at an iteration
-budget.
+support accurate to about 1e-10; one Cholesky factorisation usually settles it). Otherwise
+(duplicated or affinely dependent gradients, a zero gradient), or when P has not settled after
+a few sweeps (the method can cycle), SciPy's ``nnls`` solves the same problem on a factor A of M
+(AᵀA = M by eigendecomposition): the Lawson–Hanson active-set method, which also stops at the
+exact KKT point, not at an iteration budget.
 
 Also shared: :func:`solve_on_gram` (the Gram matrix, the solve, and the length of the combined
 direction, computed once), :func:`negligible` — whether a combination Σ c_k g_k is below the
@@ -35,6 +38,7 @@ leave the non-finite update to the trainer's checks.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -63,6 +67,8 @@ _WELL_CONDITIONED = 1e-6
 _SWEEPS = 8
 #: (b − Qx)_j counts as positive above this times K·max|b| (rounding of the product)
 _ROUNDING = 16 * np.finfo(np.float64).eps
+#: up to this many problems are solved one by one on Python floats, more at once by NumPy
+_FEW_PROBLEMS = 4
 
 
 class GramSolution(NamedTuple):
@@ -112,9 +118,26 @@ def negligible(solution: GramSolution, dtype: torch.dtype) -> bool:
 
 
 def well_conditioned(matrix: np.ndarray) -> bool:
-    """λ_min(Q) > 1e-6·λ_max(Q): the active-set result is unique and accurate (see above)."""
+    """λ_min(Q) > 1e-6·λ_max(Q): the active-set result is unique and accurate (see above).
+
+    λ_max ≤ tr Q and 1/λ_min ≤ tr Q⁻¹, so tr Q·tr Q⁻¹ < 1e6 settles it with one Cholesky solve;
+    only a matrix that fails that bound (by at most a factor K², or is not positive definite)
+    has its eigenvalues computed.
+    """
+    _, inverse, info = lapack.dposv(matrix, _identity(len(matrix)))
+    if info == 0:
+        bound = sum(matrix.diagonal().tolist()) * sum(inverse.diagonal().tolist())
+        if 0 < bound < 1 / _WELL_CONDITIONED:
+            return True
     eigenvalues = symmetric_eigenvalues(matrix)  # ascending
     return eigenvalues is not None and eigenvalues[0] > _WELL_CONDITIONED * eigenvalues[-1]
+
+
+@functools.cache
+def _identity(size: int) -> np.ndarray:
+    identity = np.eye(size)
+    identity.flags.writeable = False  # shared between calls: LAPACK reads a copy
+    return identity
 
 
 def nonnegative_quadratic(
@@ -126,13 +149,20 @@ def nonnegative_quadratic(
 
     None when they have not settled after _SWEEPS solves (see the module docstring).
     """
+    if len(targets) <= _FEW_PROBLEMS:  # one by one on Python floats: fewer NumPy calls
+        rows = matrix.tolist()
+        solutions = [
+            _nonnegative_quadratic_one(matrix, rows, target, support)
+            for target, support in zip(targets.tolist(), supports.tolist())
+        ]
+        return None if None in solutions else np.array(solutions)
+    # the rounding of (Qx)_j, below which b − Qx counts as 0
+    tolerances = _ROUNDING * len(matrix) * np.abs(targets).max(axis=1, keepdims=True)
     for _ in range(_SWEEPS):
         x = _solve_on_supports(matrix, targets, supports)
-        settled = x > 0  # an index of a support stays while positive
-        free = ~supports
-        if free.any():  # a free one joins where the objective falls as it grows: b − Qx > 0
-            tolerances = _ROUNDING * len(matrix) * np.abs(targets).max(axis=1, keepdims=True)
-            settled |= free & (targets - x @ matrix > tolerances)
+        # an index of a support stays while positive (x = 0 exactly off it); a free one joins
+        # where the objective falls as it grows: b − Qx > 0
+        settled = np.where(supports, x > 0, targets - x @ matrix > tolerances)
         if (settled == supports).all():  # the KKT conditions hold
             return x
         supports = settled
@@ -140,21 +170,57 @@ def nonnegative_quadratic(
 
 
 def _solve_on_supports(matrix: np.ndarray, targets: np.ndarray, supports: np.ndarray) -> np.ndarray:
-    """x with Q_PP x_P = b_P on each row's support P and x = 0 elsewhere (Q_PP is PD here)."""
-    # LAPACK's Cholesky solve directly where it fits: numpy.linalg's wrapper costs several times
-    # the solve at this size
-    if supports.all():
-        return lapack.dposv(matrix, targets.T)[1].T
-    if len(supports) == 1:
-        x = np.zeros(targets.shape)
-        chosen = supports[0]
-        if chosen.any():
-            system = matrix.compress(chosen, axis=0).compress(chosen, axis=1)
-            x[0, chosen] = lapack.dposv(system, targets[0, chosen])[1]
-        return x
-    # several: all at once, with identity rows and columns off each support
-    systems = np.where(supports[:, :, None] & supports[:, None, :], matrix, np.eye(len(matrix)))
+    """x with Q_PP x_P = b_P on each row's support P and x = 0 elsewhere (Q_PP is PD here):
+    all rows at once, with identity rows and columns off each support."""
+    systems = np.where(supports[:, :, None] & supports[:, None, :], matrix, _identity(len(matrix)))
     return np.linalg.solve(systems, np.where(supports, targets, 0.0)[..., None])[..., 0]
+
+
+def _nonnegative_quadratic_one(
+    matrix: np.ndarray, rows: list[list[float]], target: list[float], support: list[bool]
+) -> list[float] | None:
+    """:func:`nonnegative_quadratic` for one problem (b = ``target``; ``rows``: Q as lists)."""
+    if not any(support) and max(target) <= 0:  # x = 0 already satisfies the KKT conditions
+        return [0.0] * len(target)
+    tolerance = _ROUNDING * len(target) * max(map(abs, target))
+    for _ in range(_SWEEPS):
+        x = _solve_on_support(matrix, rows, target, support)
+        settled = [
+            value > 0 if inside else goal - _dot(row, x) > tolerance  # x = 0 off the support
+            for value, inside, goal, row in zip(x, support, target, rows)
+        ]
+        if settled == support:
+            return x
+        support = settled
+    return None
+
+
+def _solve_on_support(
+    matrix: np.ndarray, rows: list[list[float]], target: list[float], support: list[bool]
+) -> list[float]:
+    """x with Q_PP x_P = b_P on the support P and x = 0 elsewhere (Q_PP is PD here)."""
+    chosen = [j for j, inside in enumerate(support) if inside]
+    x = [0.0] * len(target)
+    if len(chosen) == 1:
+        (a,) = chosen
+        x[a] = target[a] / rows[a][a]
+    elif len(chosen) == 2:  # Cramer's rule: accurate to cond(Q_PP)·eps like a factorisation
+        a, b = chosen
+        determinant = rows[a][a] * rows[b][b] - rows[a][b] * rows[b][a]
+        x[a] = (rows[b][b] * target[a] - rows[a][b] * target[b]) / determinant
+        x[b] = (rows[a][a] * target[b] - rows[b][a] * target[a]) / determinant
+    elif len(chosen) == len(target):  # LAPACK's Cholesky solve directly (numpy.linalg's
+        return lapack.dposv(matrix, target)[1].tolist()  # wrapper costs more than the solve)
+    elif chosen:
+        system = matrix.take(chosen, axis=0).take(chosen, axis=1)
+        values = lapack.dposv(system, [target[j] for j in chosen])[1].tolist()
+        for j, value in zip(chosen, values):
+            x[j] = value
+    return x
+
+
+def _dot(left: Sequence[float], right: Sequence[float]) -> float:
+    return sum([a * b for a, b in zip(left, right)])
 
 
 def psd_factor(gram: np.ndarray) -> np.ndarray:
@@ -191,17 +257,20 @@ def min_norm_weights(gram: np.ndarray, start: np.ndarray | None = None) -> np.nd
     ``start``, the solution of a nearby problem, guesses the support (else all tasks).
     """
     num_tasks = gram.shape[0]
-    scale = float(gram.diagonal().max())
-    if not scale > 0 or not math.isfinite(scale):
+    diagonal = gram.diagonal().tolist()
+    scale = max(diagonal)
+    if not scale > 0 or not all(map(math.isfinite, diagonal)):
         return np.full(num_tasks, 1.0 / num_tasks)
     gram = gram / scale  # the minimiser does not depend on the scale of M
     lifted = gram + 1.0  # Q = M + 11ᵀ, b = 1
     u = None
     if well_conditioned(lifted):
-        support = np.ones((1, num_tasks), bool) if start is None else start[None] > 0
-        u = nonnegative_quadratic(lifted, np.ones((1, num_tasks)), support)
-    u = _lifted_nnls(gram) if u is None else u[0]
-    return u / u.sum()  # Σu > 0: at u = 0 every coordinate's gradient is positive
+        support = [True] * num_tasks if start is None else [w > 0 for w in start.tolist()]
+        u = _nonnegative_quadratic_one(lifted, lifted.tolist(), [1.0] * num_tasks, support)
+    if u is None:
+        u = _lifted_nnls(gram).tolist()
+    total = sum(u)  # > 0: at u = 0 every coordinate's gradient is positive
+    return np.array([value / total for value in u])
 
 
 def _lifted_nnls(gram: np.ndarray) -> np.ndarray:
@@ -216,10 +285,11 @@ def _lifted_nnls(gram: np.ndarray) -> np.ndarray:
 
 def dual_cone_projection(gram: np.ndarray, lowers: np.ndarray) -> np.ndarray:
     """For each row u of ``lowers`` ([n, K]): v minimising vᵀMv subject to v ≥ u (M PSD)."""
-    targets = -(lowers @ gram)  # b = −Mu: positive where u conflicts with a gradient
-    conflicts = targets > 0
+    products = lowers @ gram  # Mu: negative where u conflicts with a gradient
+    conflicts = products < 0
     if not conflicts.any():  # every Jᵀu is in the dual cone already (s = 0 is optimal)
         return lowers.copy()
+    targets = -products  # b = −Mu
     if well_conditioned(gram):
         shifts = nonnegative_quadratic(gram, targets, conflicts)
         if shifts is not None:

@@ -6,7 +6,7 @@ Weight: each task gradient, scaled by its preference u_k (1/K by default), is pr
 dual cone of the gradients, {x : ⟨x, g_j⟩ ≥ 0 for all j}; the update is the sum of the K
 projections. In weights: w^(i) = argmin_v vᵀM̃v subject to v ≥ u_i·e_i, with M̃ the Gram matrix
 M = JJᵀ divided by its trace (plus ``reg_eps``·I), and c = Σ_i w^(i); the shared parameters
-move along Σ_k c_k g_k. The QPs are solved exactly in float64, all K together (an active-set
+move along Σ_k c_k g_k. The QPs are solved exactly in float64 (an active-set
 method on M̃; SciPy's nnls where M̃ is nearly singular). The direction never conflicts with a
 task: ⟨g_k, d⟩ ≥ 0 with ``reg_eps=0``, only ⟨g_k, d⟩ ≥ −reg_eps·tr(M)·c_k with a ridge. A
 direction below the rounding error of computing it (a numerically Pareto-stationary point) is
