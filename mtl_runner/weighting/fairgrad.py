@@ -56,7 +56,6 @@ class _Iterate(NamedTuple):
     """A point w > 0 with what the solver reads of it (on the normalised M̃)."""
 
     weights: np.ndarray
-    value: float  # f(w)
     quadratic: float  # wᵀM̃w
     target: np.ndarray  # w^{−1/α}
     residual: np.ndarray  # M̃w − w^{−1/α}
@@ -64,34 +63,55 @@ class _Iterate(NamedTuple):
 
 
 def _evaluate(matrix: np.ndarray, magnitude: np.ndarray, power: float, w: np.ndarray) -> _Iterate:
-    """f, the residual and its relative size at w (M̃w formed once for all three)."""
+    """The residual and its relative size at w (M̃w formed once for both)."""
     product = matrix @ w
-    quadratic = float(w @ product)
-    if power == 1.0:
-        target = 1.0 / w
-        barrier = -float(np.log(w).sum())
-    else:
-        target = w**-power
-        barrier = -float((w ** (1.0 - power)).sum()) / (1.0 - power)
+    target = 1.0 / w if power == 1.0 else w**-power
     residual = product - target
     error = float((np.abs(residual) / (magnitude @ w + target)).max())
-    return _Iterate(w, 0.5 * quadratic + barrier, quadratic, target, residual, error)
+    return _Iterate(w, float(w @ product), target, residual, error)
+
+
+def _value(point: _Iterate, power: float) -> float:
+    """f(w), needed only when a step has to be judged by Armijo's test (kept out of _evaluate,
+    since most steps are accepted on the residual alone)."""
+    w = point.weights
+    if power == 1.0:
+        barrier = -float(np.log(w).sum())
+    else:
+        barrier = -float((w ** (1.0 - power)).sum()) / (1.0 - power)
+    return 0.5 * point.quadratic + barrier
+
+
+def _start(matrix: np.ndarray, alpha: float, tolerance: float) -> np.ndarray:
+    """A start near the solution, which saves about two Newton steps: each w_k solves its own
+    equation alone (M̃_kk w_k = w_k^{−1/α}), the best multiple t·w of that (f(t·w) least), then
+    one Newton step with the Hessian's diagonal only (kept to at most halving a weight)."""
+    power = 1.0 / alpha
+    exponent = alpha / (alpha + 1.0)
+    w = np.maximum(matrix.diagonal(), tolerance) ** -exponent  # a zero gradient: still finite
+    product = matrix @ w
+    spread = float(w @ product)  # t solves t·(wᵀM̃w) = t^{−1/α}·Σ w_k^{1−1/α}
+    total = len(w) if power == 1.0 else float((w ** (1.0 - power)).sum())
+    multiple = (total / max(spread, tolerance)) ** exponent
+    w = multiple * w
+    target = w**-power
+    step = (multiple * product - target) / (matrix.diagonal() + power * target / w)
+    fastest = float((step / w).max())
+    return w - step * min(1.0, 0.5 / fastest) if fastest > 0 else w - step
 
 
 def solve_fairgrad(gram: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarray, bool]:
     """(w, True) with M w = w^{−1/α}, or (v, False) with v on the simplex and Jᵀv ≈ 0."""
     num_tasks = len(gram)
-    scale = float(gram.diagonal().mean())
+    scale = float(gram.trace()) / num_tasks
     if not (scale > 0 and np.isfinite(gram).all()):
         return np.full(num_tasks, 1.0 / num_tasks), False
     matrix = gram / scale
     magnitude = np.abs(matrix)
+    identity = np.eye(num_tasks)
     power = 1.0 / alpha
     tolerance = num_tasks * eps
-    # start from the best multiple of 𝟙: t·(𝟙ᵀM̃𝟙) = K·t^{−1/α}
-    spread = max(float(matrix.sum()), tolerance)
-    start = np.full(num_tasks, (num_tasks / spread) ** (alpha / (alpha + 1.0)))
-    point = _evaluate(matrix, magnitude, power, start)
+    point = _evaluate(matrix, magnitude, power, _start(matrix, alpha, tolerance))
     for _ in range(_MAX_STEPS):
         w = point.weights
         if point.error <= _RELATIVE_RESIDUAL:
@@ -100,25 +120,37 @@ def solve_fairgrad(gram: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarr
         if point.quadratic <= tolerance * total * total:  # vᵀM̃v ≤ K·eps for v = w / Σw:
             return w / total, False  # 0 is (numerically) in the convex hull
         curvature = power * point.target / w  # φ''(w_k) = (1/α)·w_k^{−1/α−1}
-        newton = lu_solve(matrix + np.diag(curvature), point.residual)  # the step is −newton
+        newton = lu_solve(matrix + identity * curvature, point.residual)  # the step is −newton
         if newton is None:  # pragma: no cover - the Hessian is positive definite
             break
-        fastest = float((newton / w).max())  # the largest relative decrease of a weight
-        size = min(1.0, 0.99 / fastest) if fastest > 0 else 1.0  # keeps w > 0
-        slope = -float(point.residual @ newton)
-        while True:  # Armijo on f, or (where f no longer resolves the decrease) the residual
-            candidate = _evaluate(matrix, magnitude, power, w - size * newton)
-            if (
-                candidate.value <= point.value + 1e-4 * size * slope
-                or candidate.error <= 0.5 * point.error
-                or size < 1e-12
-            ):
-                break
-            size *= 0.5
-        if not math.isfinite(candidate.value) or (candidate.weights == w).all():
-            break
+        candidate = _damped_step(matrix, magnitude, power, point, newton)
+        if (
+            not math.isfinite(candidate.error + candidate.quadratic)
+            or (candidate.weights == w).all()
+        ):
+            break  # (a finite error and wᵀM̃w make f finite: w > 0 stays finite)
         point = candidate
     return point.weights / point.weights.sum(), False
+
+
+def _damped_step(
+    matrix: np.ndarray, magnitude: np.ndarray, power: float, point: _Iterate, newton: np.ndarray
+) -> _Iterate:
+    """The point w − s·newton, s the largest of 1, ½, ¼, … (below the step that would take a
+    weight to 0) that halves the residual or passes Armijo's test on f."""
+    w = point.weights
+    fastest = float((newton / w).max())  # the largest relative decrease of a weight
+    size = min(1.0, 0.99 / fastest) if fastest > 0 else 1.0  # keeps w > 0
+    slope = -float(point.residual @ newton)
+    value = None
+    while True:
+        candidate = _evaluate(matrix, magnitude, power, w - size * newton)
+        if candidate.error <= 0.5 * point.error or size < 1e-12:
+            return candidate
+        value = _value(point, power) if value is None else value
+        if _value(candidate, power) <= value + 1e-4 * size * slope:
+            return candidate
+        size *= 0.5
 
 
 class FairGrad(GradientWeighting):
