@@ -119,16 +119,16 @@ def solve_fairgrad(gram: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarr
         total = float(w.sum())
         if point.quadratic <= tolerance * total * total:  # vᵀM̃v ≤ K·eps for v = w / Σw:
             return w / total, False  # 0 is (numerically) in the convex hull
-        curvature = power * point.target / w  # φ''(w_k) = (1/α)·w_k^{−1/α−1}
+        # φ''(w_k) = (1/α)·w_k^{−1/α−1}
+        curvature = point.target * point.target if power == 1.0 else power * point.target / w
         newton = lu_solve(matrix + identity * curvature, point.residual)  # the step is −newton
         if newton is None:  # pragma: no cover - the Hessian is positive definite
             break
         candidate = _damped_step(matrix, magnitude, power, point, newton)
-        if (
-            not math.isfinite(candidate.error + candidate.quadratic)
-            or (candidate.weights == w).all()
-        ):
+        if not math.isfinite(candidate.error + candidate.quadratic):
             break  # (a finite error and wᵀM̃w make f finite: w > 0 stays finite)
+        if candidate.error > 0.5 * point.error and (candidate.weights == w).all():
+            break  # the step is below rounding (a halved error proves that w moved)
         point = candidate
     return point.weights / point.weights.sum(), False
 
@@ -141,13 +141,15 @@ def _damped_step(
     w = point.weights
     fastest = float((newton / w).max())  # the largest relative decrease of a weight
     size = min(1.0, 0.99 / fastest) if fastest > 0 else 1.0  # keeps w > 0
-    slope = -float(point.residual @ newton)
-    value = None
+    value = slope = math.nan  # f(w) and ∇f·(−newton), read only for Armijo's test
     while True:
-        candidate = _evaluate(matrix, magnitude, power, w - size * newton)
+        candidate = _evaluate(
+            matrix, magnitude, power, w - size * newton if size < 1.0 else w - newton
+        )
         if candidate.error <= 0.5 * point.error or size < 1e-12:
             return candidate
-        value = _value(point, power) if value is None else value
+        if math.isnan(value):
+            value, slope = _value(point, power), -float(point.residual @ newton)
         if _value(candidate, power) <= value + 1e-4 * size * slope:
             return candidate
         size *= 0.5
