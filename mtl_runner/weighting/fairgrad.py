@@ -38,7 +38,8 @@ as here; torchjd's ``mtl_backward`` gives them unweighted gradients.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from operator import truediv
 from typing import NamedTuple
 
 import numpy as np
@@ -67,7 +68,7 @@ def _evaluate(matrix: np.ndarray, magnitude: np.ndarray, power: float, w: np.nda
     product = matrix @ w
     target = 1.0 / w if power == 1.0 else w**-power
     residual = product - target
-    error = float((np.abs(residual) / (magnitude @ w + target)).max())
+    error = _largest(map(truediv, map(abs, residual.tolist()), (magnitude @ w + target).tolist()))
     return _Iterate(w, float(w @ product), target, residual, error)
 
 
@@ -96,14 +97,21 @@ def _start(matrix: np.ndarray, alpha: float, tolerance: float) -> np.ndarray:
     w = multiple * w
     target = w**-power
     step = (multiple * product - target) / (matrix.diagonal() + power * target / w)
-    fastest = float((step / w).max())
+    fastest = _largest(map(truediv, step.tolist(), w.tolist()))
     return w - step * min(1.0, 0.5 / fastest) if fastest > 0 else w - step
+
+
+def _largest(values: Iterable[float]) -> float:
+    """The largest value, NaN if any is NaN; a Python reduction, since NumPy's cost more than
+    the K ≤ 10 numbers they reduce (several run per Newton step)."""
+    values = list(values)
+    return math.nan if any(map(math.isnan, values)) else max(values)
 
 
 def solve_fairgrad(gram: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarray, bool]:
     """(w, True) with M w = w^{−1/α}, or (v, False) with v on the simplex and Jᵀv ≈ 0."""
     num_tasks = len(gram)
-    scale = float(gram.trace()) / num_tasks
+    scale = sum(gram.diagonal().tolist()) / num_tasks
     if not (scale > 0 and np.isfinite(gram).all()):
         return np.full(num_tasks, 1.0 / num_tasks), False
     matrix = gram / scale
@@ -116,7 +124,7 @@ def solve_fairgrad(gram: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarr
         w = point.weights
         if point.error <= _RELATIVE_RESIDUAL:
             return w * scale ** (-alpha / (alpha + 1.0)), True
-        total = float(w.sum())
+        total = sum(w.tolist())
         if point.quadratic <= tolerance * total * total:  # vᵀM̃v ≤ K·eps for v = w / Σw:
             return w / total, False  # 0 is (numerically) in the convex hull
         # φ''(w_k) = (1/α)·w_k^{−1/α−1}
@@ -139,7 +147,7 @@ def _damped_step(
     """The point w − s·newton, s the largest of 1, ½, ¼, … (below the step that would take a
     weight to 0) that halves the residual or passes Armijo's test on f."""
     w = point.weights
-    fastest = float((newton / w).max())  # the largest relative decrease of a weight
+    fastest = _largest(map(truediv, newton.tolist(), w.tolist()))  # the fastest decrease
     size = min(1.0, 0.99 / fastest) if fastest > 0 else 1.0  # keeps w > 0
     value = slope = math.nan  # f(w) and ∇f·(−newton), read only for Armijo's test
     while True:
