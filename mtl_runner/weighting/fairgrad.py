@@ -11,9 +11,11 @@ f(w) = ½ wᵀMw + Σ_k φ(w_k) on w > 0, with φ(w) = −log w for α = 1 and
 φ(w) = −w^{1−1/α}/(1−1/α) otherwise (φ' = −w^{−1/α}, φ'' > 0). M is first divided by
 s = mean_k ‖g_k‖²: if M̃ w̃ = w̃^{−1/α} then w = s^{−α/(α+1)} w̃ solves the original equation
 exactly (s·s^{−α/(α+1)} = s^{1/(α+1)} = (s^{−α/(α+1)})^{−1/α}). f is minimised by damped Newton
-steps in float64 (each keeps w > 0; Armijo backtracking on f, or on the residual once f no
-longer resolves the decrease) until every equation holds to a relative 1e-12, so the weights
-are exact at any gradient scale.
+steps in float64 (each keeps w > 0; a step is taken when it halves the residual, else by Armijo
+backtracking on f) until every equation holds to a relative 1e-12, so the weights are exact at
+any gradient scale. The start is each task's equation solved alone (M̃_kk w_k = w_k^{−1/α}),
+rescaled to the best multiple and moved by one Newton step with the Hessian's diagonal: for the
+nearly orthogonal gradients of separate tasks two Newton steps then reach 1e-12.
 No solution: a minimiser exists if and only if no convex combination of the gradients is zero
 (0 is not in their convex hull; otherwise the tasks are Pareto-stationary and no direction
 improves them all). The solver treats 0 as in the hull when an iterate's convex combination
