@@ -14,8 +14,11 @@ exactly (s·s^{−α/(α+1)} = s^{1/(α+1)} = (s^{−α/(α+1)})^{−1/α}). f i
 steps in float64 (each keeps w > 0; a step is taken when it halves the residual, else by Armijo
 backtracking on f) until every equation holds to a relative 1e-12, so the weights are exact at
 any gradient scale. The start is each task's equation solved alone (M̃_kk w_k = w_k^{−1/α}),
-rescaled to the best multiple and moved by one Newton step with the Hessian's diagonal: for the
-nearly orthogonal gradients of separate tasks two Newton steps then reach 1e-12.
+rescaled to the best multiple and moved by one Newton step with the Hessian's diagonal. Where a
+relative residual e is at most 1e-4 but above 1e-6, the step is Chebyshev's third-order one
+(landing near e³ instead of e², so it saves a step; the equation's non-linear term is
+elementwise, which makes its correction one more solve with the same Hessian). For the nearly
+orthogonal gradients of separate tasks one or two steps then reach 1e-12.
 No solution: a minimiser exists if and only if no convex combination of the gradients is zero
 (0 is not in their convex hull; otherwise the tasks are Pareto-stationary and no direction
 improves them all). The solver treats 0 as in the hull when an iterate's convex combination
@@ -53,6 +56,10 @@ from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradS
 
 _RELATIVE_RESIDUAL = 1e-12
 _MAX_STEPS = 1000
+# From a relative residual e a Newton step lands near e², a Chebyshev step near e³: between
+# these two reaches of 1e-12 the (dearer) Chebyshev step saves a whole step.
+_NEWTON_REACH = 1e-6
+_CHEBYSHEV_REACH = 1e-4
 
 
 class _Iterate(NamedTuple):
@@ -131,16 +138,45 @@ def solve_fairgrad(gram: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarr
             return w / total, False  # 0 is (numerically) in the convex hull
         # φ''(w_k) = (1/α)·w_k^{−1/α−1}
         curvature = point.target * point.target if power == 1.0 else power * point.target / w
-        newton = lu_solve(matrix + identity * curvature, point.residual)  # the step is −newton
+        hessian = matrix + identity * curvature
+        newton = lu_solve(hessian, point.residual)  # the step is −newton
         if newton is None:  # pragma: no cover - the Hessian is positive definite
             break
-        candidate = _damped_step(matrix, magnitude, power, point, newton)
+        candidate = None
+        if _NEWTON_REACH < point.error <= _CHEBYSHEV_REACH:  # where it saves a step
+            candidate = _chebyshev_step(matrix, magnitude, power, point, hessian, newton)
+        if candidate is None:
+            candidate = _damped_step(matrix, magnitude, power, point, newton)
         if not math.isfinite(candidate.error + candidate.quadratic):
             break  # (a finite error and wᵀM̃w make f finite: w > 0 stays finite)
         if candidate.error > 0.5 * point.error and (candidate.weights == w).all():
             break  # the step is below rounding (a halved error proves that w moved)
         point = candidate
     return point.weights / point.weights.sum(), False
+
+
+def _chebyshev_step(
+    matrix: np.ndarray,
+    magnitude: np.ndarray,
+    power: float,
+    point: _Iterate,
+    hessian: np.ndarray,
+    newton: np.ndarray,
+) -> _Iterate | None:
+    """Chebyshev's third-order step w − newton + bend, or None unless it keeps w > 0 and halves
+    the residual. The equation's only non-linear term w^{−1/α} is elementwise, so its curvature
+    along the Newton step is the vector p(p+1)·w^{−p−2}·newton² (p = 1/α), and
+    bend = H⁻¹·(½p(p+1)·w^{−p−2}·newton²) costs one more solve."""
+    w = point.weights
+    bent = point.target / (w * w) * (newton * newton)
+    bend = lu_solve(hessian, bent if power == 1.0 else 0.5 * power * (power + 1.0) * bent)
+    if bend is None:  # pragma: no cover - the Hessian is positive definite
+        return None
+    proposal = w - newton + bend
+    if not all(value > 0.0 for value in proposal.tolist()):
+        return None
+    candidate = _evaluate(matrix, magnitude, power, proposal)
+    return candidate if candidate.error <= 0.5 * point.error else None
 
 
 def _damped_step(
