@@ -118,28 +118,29 @@ def bargaining_solution(gram: np.ndarray, start: np.ndarray) -> np.ndarray | Non
     Damped Newton on f(α) = ½αᵀM̃α − Σ log α_k with M̃ = M / tr(M) (self-concordant, so the
     step 1/(1 + Newton decrement) keeps α > 0 and decreases f); α = α̃ / √tr(M) at the end.
     """
-    trace = float(gram.trace())
+    trace = sum(gram.diagonal().tolist())  # (Python's sum: NumPy reductions cost more at K ≤ 10)
     if not trace > 0:
         return None
     scaled = gram / trace
     x = start * math.sqrt(trace)  # the previous solution in the scaled units
     if not _finite_positive(x):
         x = np.ones(len(x))
-    curvature = float(x @ scaled @ x)
+    product = scaled @ x
+    curvature = float(x @ product)
     if curvature > 0:  # the best multiple of the start: Σ x_k (M̃x)_k = K
-        x = x * math.sqrt(len(x) / curvature)
+        multiple = math.sqrt(len(x) / curvature)
+        x, product = x * multiple, product * multiple
+    identity = np.eye(len(x))
     best, best_residual = x, math.inf
     for _ in range(_NEWTON_STEPS):
-        product = scaled @ x
-        residual = float(np.abs(x * product - 1.0).max())
+        residual = _largest_gap(x * product)
         if residual < best_residual:
             best, best_residual = x, residual
         if residual <= _RESIDUAL:
             break
         inverse = 1.0 / x
         descent = inverse - product  # −∇f
-        hessian = scaled + np.diag(inverse * inverse)
-        step = lu_solve(hessian, descent)
+        step = lu_solve(scaled + identity * (inverse * inverse), descent)  # the Hessian's
         if step is None:  # singular
             break
         decrement = math.sqrt(max(float(descent @ step), 0.0))
@@ -148,10 +149,18 @@ def bargaining_solution(gram: np.ndarray, start: np.ndarray) -> np.ndarray | Non
         x = x + step / (1.0 + decrement) if decrement > 0.25 else x + step
         if not _finite_positive(x):
             break
+        product = scaled @ x
     if best_residual <= _ACCEPTED_RESIDUAL:
         return best / math.sqrt(trace)
     return None
 
 
 def _finite_positive(x: np.ndarray) -> bool:
-    return bool(x.min() > 0 and x.max() < math.inf)  # False with a NaN
+    return all(0.0 < value < math.inf for value in x.tolist())  # False with a NaN
+
+
+def _largest_gap(balance: np.ndarray) -> float:
+    """max_k |balance_k − 1| (NaN if any is NaN), in Python: cheaper than NumPy's reductions
+    on K ≤ 10 numbers."""
+    gaps = [abs(value - 1.0) for value in balance.tolist()]
+    return math.nan if any(map(math.isnan, gaps)) else max(gaps)

@@ -17,7 +17,7 @@ import torch
 from test_weighting_properties import make_method
 
 from mtl_runner.errors import ConfigError
-from mtl_runner.weighting import StepContext
+from mtl_runner.weighting import StepContext, fairgrad
 from mtl_runner.weighting.aligned_mtl import AlignedMTL, balance_transformation
 from mtl_runner.weighting.excess_mtl import ExcessMTL
 from mtl_runner.weighting.fairgrad import FairGrad
@@ -277,6 +277,60 @@ def test_fairgrad_without_a_solution_leaves_the_shared_parameters_and_warns_noth
     assert not aggregation.direction.any()
     aggregation = FairGrad(tasks(3)).aggregate(torch.zeros(3, 4), torch.ones(3))
     torch.testing.assert_close(aggregation.weights, torch.full((3,), 1 / 3))
+
+
+@pytest.mark.parametrize(("k", "steps"), [(3, 1), (10, 2)])
+def test_fairgrad_takes_few_steps_on_nearly_orthogonal_gradients(
+    monkeypatch, k: int, steps: int
+) -> None:
+    # separate tasks' gradients: off-diagonal products ~1% of the squared norms (as in the
+    # benchmark); from the start (each equation alone, rescaled, one diagonal step) Newton
+    # steps, or one Chebyshev step where the residual is ~1e-5, reach 1e-12
+    points = []
+    evaluate = fairgrad._evaluate
+    monkeypatch.setattr(fairgrad, "_evaluate", lambda *args: points.append(1) or evaluate(*args))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        rough = rng.uniform(-0.01, 0.01, (k, k))
+        gram = np.diag(rng.uniform(0.5, 2.0, k)) + (rough + rough.T) * 0.5
+        points.clear()
+        weights, solved = fairgrad.solve_fairgrad(gram, 1.0, np.finfo(np.float64).eps)
+        assert solved and len(points) <= 1 + steps
+        residual = np.abs(gram @ weights - 1 / weights) / (np.abs(gram) @ weights + 1 / weights)
+        assert residual.max() <= 1e-12
+
+
+@pytest.mark.parametrize("alpha", [0.5, 2.0])
+def test_fairgrad_chebyshev_step_is_taken_for_other_alphas(monkeypatch, alpha: float) -> None:
+    # a Newton step lands inside the Chebyshev step's reach (residual ~5e-6); for α ≠ 1 its
+    # ½p(p+1) must be right for the step to halve the residual and be taken
+    taken, points = [], []
+    chebyshev, evaluate = fairgrad._chebyshev_step, fairgrad._evaluate
+    monkeypatch.setattr(
+        fairgrad, "_chebyshev_step", lambda *args: taken.append(chebyshev(*args)) or taken[-1]
+    )
+    monkeypatch.setattr(fairgrad, "_evaluate", lambda *args: points.append(1) or evaluate(*args))
+    gram = np.array([[1.0, 0.05, -0.1], [0.05, 2.0, 0.025], [-0.1, 0.025, 0.5]])
+    weights, solved = fairgrad.solve_fairgrad(gram, alpha, np.finfo(np.float64).eps)
+    target = weights ** (-1 / alpha)
+    residual = np.abs(gram @ weights - target) / (np.abs(gram) @ weights + target)
+    assert solved and residual.max() <= 1e-12
+    assert taken and all(step is not None for step in taken)
+    assert len(points) == 3  # start, Newton (~5e-6), Chebyshev (~1e-16; e² would not do)
+
+
+def test_fairgrad_one_zero_gradient_puts_zero_in_the_hull() -> None:
+    jacobian = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [0.5, -1.0, 3.0]])
+    aggregation = FairGrad(tasks(3)).aggregate(jacobian, torch.ones(3))
+    assert aggregation.direction is not None and not aggregation.direction.any()
+    assert aggregation.weights.sum().item() == pytest.approx(1.0)
+    assert (aggregation.weights @ jacobian).norm() <= 1e-3 * jacobian.norm()
+
+
+def test_fairgrad_largest_keeps_a_nan() -> None:
+    # Python's max drops a NaN that is not first; the solver must see it (a non-finite step)
+    assert math.isnan(fairgrad._largest([1.0, math.nan, 2.0]))
+    assert fairgrad._largest([1.0, 3.0, 2.0]) == 3.0
 
 
 def test_fairgrad_gives_a_direction_as_weights_when_solved() -> None:

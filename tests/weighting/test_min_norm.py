@@ -17,7 +17,7 @@ from test_weighting_properties import make_method
 
 from mtl_runner.errors import ConfigError
 from mtl_runner.weighting.cagrad import cagrad_weights
-from mtl_runner.weighting.nash_mtl import bargaining_solution
+from mtl_runner.weighting.nash_mtl import _largest_gap, bargaining_solution
 
 # torchjd's regression matrix. Its Gram matrix is M = [[18, -22], [-22, 38]].
 J_REF = torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]], dtype=torch.float64)
@@ -550,6 +550,12 @@ def test_nash_matches_torchjds_sequential_convex_program() -> None:
         torch.testing.assert_close(weights, expected, rtol=1e-6, atol=0)
         compared += 1
     assert compared >= 6
+
+
+def test_bargaining_residual_keeps_a_nan() -> None:
+    # Python's max drops a NaN that is not first; Newton must not take it for converged
+    assert np.isnan(_largest_gap(np.array([1.0, np.nan, 1.0])))
+    assert _largest_gap(np.array([1.0, 0.5, 1.25])) == 0.5
 
 
 def test_bargaining_solution_handles_rank_deficient_gram_matrices() -> None:
