@@ -34,6 +34,12 @@ def overflowed(gram: np.ndarray) -> bool:
     return not np.isfinite(gram).all()
 
 
-def column_sums(coefficients: Sequence[Sequence[float]]) -> np.ndarray:
+def column_sums(coefficients: Sequence[Sequence[float]]) -> list[float]:
     """c = C.sum(0) for the rows g_i^PC = Σ_k C_ik g_k (the logged weights), as float64."""
-    return np.array([sum(column) for column in zip(*coefficients)], dtype=np.float64)
+    return [sum(column) for column in zip(*coefficients)]
+
+
+def as_tensor(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    """Python floats ([K]) as a tensor on ``like``'s device and in its dtype: one call, and the
+    same rounding as converting a float64 array (to nearest)."""
+    return torch.tensor(values, dtype=like.dtype, device=like.device)

@@ -88,7 +88,16 @@ class GradDrop(GradientWeighting):
 
     def drop(self, jacobian: torch.Tensor) -> Aggregation:
         """The per-element form on J ([K, D]): P, U and the masks for each of the D columns."""
-        return self._combine(jacobian, self._keep(jacobian))
+        surviving = self._surviving_signs(jacobian)  # one sign per column
+        # |M ⊙ ∇|: |∇| where sign(∇) = sign(P − U), else 0; M ⊙ ∇ is it times sign(P − U)
+        # (±1, exactly), so the column sums of M ⊙ ∇ are the sign times the sums of |M ⊙ ∇|
+        # (the same additions, negated), and their squares are the same: M ⊙ ∇ is never formed
+        magnitudes = (jacobian * surviving).clamp_min_(0.0)
+        if self.leak == 0.0:
+            return self._weighted(jacobian, magnitudes, magnitudes.sum(0).mul_(surviving))
+        survivors = magnitudes * surviving
+        keep = magnitudes.sign_()  # M (after M ⊙ ∇ was taken from it)
+        return self._weighted(jacobian, survivors, self._leaky_direction(jacobian, keep))
 
     def drop_batch(self, jacobian: torch.Tensor, activations: torch.Tensor) -> Aggregation:
         """LibMTL's form: J ([K, B·R]) and z ([B, ...]); one mask per unit, shared by the batch."""
@@ -101,27 +110,42 @@ class GradDrop(GradientWeighting):
 
     def _keep(self, signals: torch.Tensor) -> torch.Tensor:
         """M_k (1 or 0, in the signals' dtype) for the columns of ``signals`` ([K, N])."""
+        # M = [∇ · sign(P − U) > 0], in float kernels: boolean ones cost several times more on
+        # the CPU; a NaN ∇ or P gives 0 (torch.sign(NaN) = 0), as the comparisons did
+        return (signals * self._surviving_signs(signals)).clamp_min_(0.0).sign_()
+
+    @staticmethod
+    def _surviving_signs(signals: torch.Tensor) -> torch.Tensor:
+        """sign(P − U) for the columns of ``signals`` ([K, N]): +1 where the positive sign
+        survives (P > U), −1 where the negative does, 0 where P = U or P is NaN."""
         total = signals.sum(0)
         magnitude = signals.abs().sum(0)
         tiny = torch.finfo(signals.dtype).tiny
-        # P = ½ (1 + Σ∇ / Σ|∇|), in place on the two temporaries; where Σ|∇| = 0 every ∇ is 0,
-        # so Σ∇ / tiny is exactly 0: no torch.where needed
-        purity = total.div_(magnitude.clamp_min_(tiny)).clamp_(-1.0, 1.0).add_(1.0).mul_(0.5)
-        draw = torch.rand(purity.shape, dtype=signals.dtype, device=signals.device)
-        # +1 where the positive sign survives (P > U), −1 where the negative does, 0 if P = U
-        # (exact: P − U of two floats in [0, 1] is 0 only when they are equal)
-        surviving = torch.sign(purity - draw)
-        # M = [∇ · sign(P − U) > 0], in float kernels: boolean ones cost several times more on
-        # the CPU; a NaN ∇ or P gives 0 (torch.sign(NaN) = 0), as the comparisons did
-        return (signals * surviving).clamp_min_(0.0).sign_()
+        # Σ∇ / Σ|∇|, in place on the two temporaries; where Σ|∇| = 0 every ∇ is 0, so Σ∇ / tiny
+        # is exactly 0: no torch.where needed. It lies in [−1, 1] without a clamp: both sums add
+        # in the same order, and rounding is monotone, so every partial |Σ∇| ≤ Σ|∇|
+        ratio = total.div_(magnitude.clamp_min_(tiny))
+        draw = torch.rand(ratio.shape, dtype=signals.dtype, device=signals.device)
+        # P − U = ½ (fl(1 + ratio) − 2U) with P = ½ fl(1 + ratio) as the definition rounds it:
+        # 2U and the halving are exact, and a float difference is 0 only between equal
+        # floats, so this sign is that of P − U, in one kernel fewer
+        return torch.sub(ratio.add_(1.0), draw, alpha=2.0).sign_()
 
     def _combine(self, gradients: torch.Tensor, keep: torch.Tensor) -> Aggregation:
         """d and c from the gradients ∇ ([K, ...]) and M (broadcastable to them)."""
         survivors = keep * gradients  # M ⊙ ∇
         if self.leak == 0.0:  # ℓ + (1 − ℓ)·M = M exactly
-            direction = survivors.sum(0)
-        else:
-            direction = ((self.leak + (1.0 - self.leak) * keep) * gradients).sum(0)
+            return self._weighted(gradients, survivors, survivors.sum(0))
+        return self._weighted(gradients, survivors, self._leaky_direction(gradients, keep))
+
+    def _leaky_direction(self, gradients: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """d = Σ_k (ℓ + (1 − ℓ)·M_k) ⊙ ∇_k."""
+        return ((self.leak + (1.0 - self.leak) * keep) * gradients).sum(0)
+
+    def _weighted(
+        self, gradients: torch.Tensor, survivors: torch.Tensor, direction: torch.Tensor
+    ) -> Aggregation:
+        """c from ∇ ([K, ...]) and M ⊙ ∇ (or |M ⊙ ∇|: only its squares are read), with d."""
         total = squared_norms(gradients)
         kept = squared_norms(survivors)
         passed = kept if self.leak == 0.0 else self._passed(total, kept, gradients.dtype)
@@ -141,4 +165,5 @@ class GradDrop(GradientWeighting):
 
 def squared_norms(rows: torch.Tensor) -> list[float]:
     """Σ_e x_ke² for each row k of ``rows`` ([K, ...]), exact: float32 squares fit in float64."""
-    return rows.flatten(1).to(torch.float64, copy=True).square_().sum(1).tolist()
+    squares = rows.flatten(1).to(torch.float64, copy=True)
+    return squares.mul_(squares).sum(1).tolist()  # x·x: the same values as pow, cheaper

@@ -49,7 +49,7 @@ import torch
 
 from mtl_runner.weighting._checks import require
 from mtl_runner.weighting._gram import as_weights
-from mtl_runner.weighting._surgery import column_sums, overflowed, scale_free_gram
+from mtl_runner.weighting._surgery import as_tensor, column_sums, overflowed, scale_free_gram
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 
@@ -71,39 +71,49 @@ class GradVac(GradientWeighting):
         gram = scale_free_gram(jacobian)
         if overflowed(gram):  # no cosines to measure: the targets must not become NaN
             return Aggregation(weights=as_weights(np.ones(len(gram)), jacobian))
-        return Aggregation(weights=as_weights(self.weights_from_gram(gram), jacobian))
+        return Aggregation(weights=as_tensor(self.weights_from_gram(gram), jacobian))
 
-    def weights_from_gram(self, gram: np.ndarray) -> np.ndarray:
+    def weights_from_gram(self, gram: np.ndarray) -> list[float]:
         """c = C.sum(0) from the symmetric Gram matrix G (float64); updates the targets φ̂."""
         num_tasks = len(gram)
         g = gram.tolist()  # K is small: plain floats are faster than arrays
         targets = self.targets.tolist()
-        norms = [math.sqrt(max(g[j][j], 0.0)) for j in range(num_tasks)]
+        norms = [math.sqrt(row[j]) if row[j] > 0.0 else 0.0 for j, row in enumerate(g)]
         coefficients = [[float(i == k) for k in range(num_tasks)] for i in range(num_tasks)]
         for i in range(num_tasks):
-            row, target_row = coefficients[i], targets[i]
-            inner = list(g[i])  # g_i^PC · g_k for every k: g_i^PC = g_i to begin with
-            norm_i = length(row, inner)  # ‖g_i^PC‖, recomputed only when g_i^PC changes
-            others = [j for j in range(num_tasks) if j != i]
-            for index in torch.randperm(num_tasks - 1).tolist():
-                j = others[index]
-                norm_j, target = norms[j], target_row[j]
-                denominator = norm_i * norm_j
-                cosine = inner[j] / denominator if denominator > 0 else 0.0
-                cosine = min(max(cosine, -1.0), 1.0)
-                room = math.sqrt(max(1.0 - target * target, 0.0))
-                if cosine < target and norm_j > 0 and room > 0:
-                    step = (
-                        norm_i
-                        * (target * math.sqrt(max(1.0 - cosine * cosine, 0.0)) - cosine * room)
-                        / (norm_j * room)
-                    )
-                    row[j] += step
-                    inner = [p + step * q for p, q in zip(inner, g[j])]
-                    norm_i = length(row, inner)
-                target_row[j] = (1.0 - self.beta) * target + self.beta * cosine
-        self.targets = torch.from_numpy(np.array(targets, dtype=np.float64))
+            self._vaccinate(i, coefficients[i], targets[i], g, norms)
+        self.targets = torch.tensor(targets, dtype=torch.float64)
         return column_sums(coefficients)
+
+    def _vaccinate(
+        self,
+        i: int,
+        row: list[float],
+        target_row: list[float],
+        g: list[list[float]],
+        norms: list[float],
+    ) -> None:
+        """g_i^PC (its coefficients ``row``, from e_i) against every other task in a random
+        order; updates φ̂_i· (``target_row``) in place."""
+        sqrt, decay, rate = math.sqrt, 1.0 - self.beta, self.beta
+        inner = g[i]  # g_i^PC · g_k for every k: g_i^PC = g_i to begin with
+        norm_i = norms[i]  # ‖g_i^PC‖, recomputed only when g_i^PC changes
+        for index in torch.randperm(len(g) - 1).tolist():
+            j = index if index < i else index + 1  # the index-th task other than i
+            norm_j, target = norms[j], target_row[j]
+            denominator = norm_i * norm_j
+            cosine = inner[j] / denominator if denominator > 0.0 else 0.0
+            cosine = 1.0 if cosine > 1.0 else -1.0 if cosine < -1.0 else cosine
+            room = 1.0 - target * target
+            room = sqrt(room) if room > 0.0 else 0.0
+            if cosine < target and norm_j > 0.0 and room > 0.0:
+                sine = 1.0 - cosine * cosine
+                sine = sqrt(sine) if sine > 0.0 else 0.0
+                step = norm_i * (target * sine - cosine * room) / (norm_j * room)
+                row[j] += step
+                inner = [p + step * q for p, q in zip(inner, g[j])]
+                norm_i = length(row, inner)
+            target_row[j] = decay * target + rate * cosine
 
     def state_dict(self) -> dict[str, Any]:
         return {"targets": self.targets.clone()}
@@ -120,4 +130,5 @@ class GradVac(GradientWeighting):
 
 def length(coefficients: list[float], inner: list[float]) -> float:
     """‖Σ_k C_k g_k‖ from C and the inner products Σ_m C_m g_m · g_k (float64)."""
-    return math.sqrt(max(sum(map(mul, coefficients, inner)), 0.0))
+    squared = sum(map(mul, coefficients, inner))
+    return math.sqrt(squared) if squared > 0.0 else 0.0

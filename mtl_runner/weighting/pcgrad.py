@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from mtl_runner.weighting._gram import as_weights
-from mtl_runner.weighting._surgery import column_sums, overflowed, scale_free_gram
+from mtl_runner.weighting._surgery import as_tensor, column_sums, overflowed, scale_free_gram
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting
 
 
@@ -46,20 +46,27 @@ class PCGrad(GradientWeighting):
         gram = scale_free_gram(jacobian)
         if overflowed(gram):  # nothing to project; the trainer's checks see the overflow
             return Aggregation(weights=as_weights(np.ones(len(gram)), jacobian))
-        return Aggregation(weights=as_weights(self.weights_from_gram(gram), jacobian))
+        return Aggregation(weights=as_tensor(self.weights_from_gram(gram), jacobian))
 
     @staticmethod
-    def weights_from_gram(gram: np.ndarray) -> np.ndarray:
+    def weights_from_gram(gram: np.ndarray) -> list[float]:
         """c = C.sum(0) with g_i^PC = Σ_k C_ik g_k, from the symmetric Gram matrix G (float64)."""
         num_tasks = len(gram)
         g = gram.tolist()  # K is small: plain floats are faster than arrays
+        projectable = [g[j][j] > 0 for j in range(num_tasks)]  # never project on g_j = 0
         coefficients = [[float(i == k) for k in range(num_tasks)] for i in range(num_tasks)]
         for i in range(num_tasks):
-            row = coefficients[i]  # the coefficients of g_i^PC
-            for j in torch.randperm(num_tasks).tolist():
-                if j == i or not g[j][j] > 0:
-                    continue
-                inner = sum(map(mul, row, g[j]))  # g_i^PC · g_j (G is symmetric)
-                if inner < 0:
-                    row[j] -= inner / g[j][j]
+            project(i, coefficients[i], g, projectable)
         return column_sums(coefficients)
+
+
+def project(i: int, row: list[float], g: list[list[float]], projectable: list[bool]) -> None:
+    """g_i^PC (its coefficients ``row``, from e_i) projected in a random order."""
+    untouched = True  # row = e_i, so g_i^PC · g_j is G_ij itself (the sum below, exactly)
+    for j in torch.randperm(len(g)).tolist():
+        if j == i or not projectable[j]:
+            continue
+        inner = g[i][j] if untouched else sum(map(mul, row, g[j]))  # G is symmetric
+        if inner < 0:
+            row[j] -= inner / g[j][j]
+            untouched = False

@@ -437,3 +437,24 @@ def test_config_rank_cut_follows_the_precision_of_the_gram_products(seed: int) -
     expected = ConFIG(["a", "b", "c"]).aggregate(exact, torch.ones(3)).weights
     got = ConFIG(["a", "b", "c"]).aggregate(exact.float(), torch.ones(3)).weights
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("k", [2, 10])
+def test_graddrop_direction_is_the_masked_sum_bit_for_bit(k: int) -> None:
+    # wide float32 columns with exact ties (P = ½, P = U unlikely but P = 1 and 0 common):
+    # d is formed from |M ⊙ ∇| and the column's sign; it must equal Σ_k M_k ⊙ ∇_k exactly
+    generator = torch.Generator().manual_seed(k)
+    jacobian = torch.randn(k, 4096, generator=generator)
+    jacobian[:, :512] = torch.randint(-2, 3, (k, 512), generator=generator).float()
+    jacobian[:, 512:600] = 0.0
+    torch.manual_seed(1)
+    aggregation = GradDrop(tasks(k)).aggregate(jacobian, torch.ones(k))
+    torch.manual_seed(1)
+    ratio = jacobian.sum(0) / jacobian.abs().sum(0).clamp_min(torch.finfo(torch.float32).tiny)
+    purity = 0.5 * (1.0 + ratio.clamp(-1.0, 1.0))
+    draw = torch.rand(purity.shape)
+    keep = (purity > draw) & (jacobian > 0) | (purity < draw) & (jacobian < 0)
+    torch.testing.assert_close(aggregation.direction, (keep * jacobian).sum(0), rtol=0, atol=0)
+    squares = jacobian.double().square()
+    expected = (keep * squares).sum(1) / squares.sum(1)
+    torch.testing.assert_close(aggregation.weights, expected.float(), rtol=0, atol=0)
