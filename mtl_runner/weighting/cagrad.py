@@ -53,8 +53,13 @@ import numpy as np
 import torch
 
 from mtl_runner.weighting._checks import require_non_negative
-from mtl_runner.weighting._gram import lu_solve, symmetric_eigenvalues
-from mtl_runner.weighting._min_norm import aggregation, min_norm_weights, solve_on_gram
+from mtl_runner.weighting._gram import lu_solve
+from mtl_runner.weighting._min_norm import (
+    aggregation,
+    min_norm_weights,
+    solve_on_gram,
+    well_conditioned,
+)
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 
@@ -68,8 +73,6 @@ class CAGradRescale(str, Enum):
 _STATIONARY_NORM = 1e-4
 #: below this ‖g₀‖/‖J‖_F the mean gradient counts as 0 (then λ = 0)
 _ZERO_MEAN_NORM = 1e-12
-#: the active-set solve needs λ_min(M̃) above this fraction of λ_max(M̃) (else: the root finder)
-_WELL_CONDITIONED = 1e-6
 #: supports the active-set solve tries before it hands over to the root finder
 _SWEEPS = 8
 #: the relative rounding of a KKT condition's terms (float64)
@@ -90,6 +93,7 @@ class CAGrad(GradientWeighting):
         require_non_negative("radius_scale", radius_scale)
         self.radius_scale = float(radius_scale)
         self.rescale = CAGradRescale(rescale)
+        self._uniform = np.full(self.num_tasks, 1.0 / self.num_tasks)  # for overflowed gradients
 
     @property
     def divisor(self) -> float:
@@ -97,8 +101,7 @@ class CAGrad(GradientWeighting):
         return {"none": 1.0, "squared": 1.0 + c * c, "linear": 1.0 + c}[self.rescale.value]
 
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:
-        uniform = np.full(self.num_tasks, 1.0 / self.num_tasks)  # for overflowed gradients
-        weights = solve_on_gram(jacobian, self.weights_from_gram, uniform).weights
+        weights = solve_on_gram(jacobian, self.weights_from_gram, self._uniform).weights
         return aggregation(weights / self.divisor, jacobian, not weights.any())
 
     def weights_from_gram(self, gram: np.ndarray) -> np.ndarray:
@@ -156,21 +159,23 @@ class _RadiusProblem:
         return math.sqrt(max(float(w @ self.gram @ w), 0.0))  # ‖g_w‖
 
     def well_conditioned(self) -> bool:
-        """λ_min(M̃) > 1e-6·λ_max(M̃): then every support's system is accurate (interlacing)."""
-        eigenvalues = symmetric_eigenvalues(self.gram)  # ascending
-        return eigenvalues is not None and eigenvalues[0] > _WELL_CONDITIONED * eigenvalues[-1]
+        """λ_min(M̃) > 1e-6·λ_max(M̃), MGDA's test: then every support's system is accurate
+        (the eigenvalues of M̃_SS lie between those of M̃)."""
+        return well_conditioned(self.gram)
 
-    def piece(self, support: np.ndarray) -> _Piece | None:
+    def piece(self, support: np.ndarray | None) -> _Piece | None:
         """On ``support`` S, the KKT system [[M_SS, 1], [1ᵀ, 0]]·[w_S; ν] = [−t·b_S; 1] of the
         radius r = t·ball has the solution p + t·q; with ‖g_w‖ = r it fixes t (a quadratic).
-        None when the system is singular (affinely dependent gradients on S)."""
-        size = int(np.count_nonzero(support))
+        None when the system is singular (affinely dependent gradients on S). ``support``
+        None is every task (the usual optimum: no principal submatrix to take)."""
+        full = support is None
+        size = len(self.gram) if full else int(np.count_nonzero(support))
         kkt = np.ones((size + 1, size + 1))
-        kkt[:size, :size] = self.gram.compress(support, axis=0).compress(support, axis=1)
+        kkt[:size, :size] = self.gram if full else _principal(self.gram, support)
         kkt[size, size] = 0.0
         rhs = np.zeros((size + 1, 2))
         rhs[size, 0] = 1.0
-        rhs[:size, 1] = -self.mean_products[support]
+        rhs[:size, 1] = -self.mean_products if full else -self.mean_products[support]
         solution = lu_solve(kkt, rhs)
         if solution is None:
             return None
@@ -189,16 +194,22 @@ class _RadiusProblem:
         return piece.roots[0] * self.ball if piece.roots else float("nan")
 
 
+def _principal(matrix: np.ndarray, support: np.ndarray) -> np.ndarray:
+    return matrix.compress(support, axis=0).compress(support, axis=1)
+
+
 class _Piece(NamedTuple):
     """The solutions on one support: [w_S; ν] = columns[:, 0] + t·columns[:, 1]."""
 
-    support: np.ndarray
+    support: np.ndarray | None  # None: every task
     columns: np.ndarray
     roots: list[float]  # the t > 0 with ‖g_w‖ = t·ball, ascending
 
     def at(self, t: float) -> tuple[np.ndarray, float]:
         """w (all K entries, 0 off the support) and ν at t."""
         values = self.columns[:, 0] + t * self.columns[:, 1]
+        if self.support is None:
+            return values[:-1], float(values[-1])
         w = np.zeros(len(self.support))
         w[self.support] = values[:-1]
         return w, float(values[-1])
@@ -208,6 +219,8 @@ def _settled(problem: _RadiusProblem, piece: _Piece, t: float) -> tuple[np.ndarr
     """w at t, and the support its conditions ask for: its positive weights and the tasks off
     the support whose condition fails."""
     w, nu = piece.at(t)
+    if piece.support is None:  # no task off the support: only the signs of w can fail
+        return w, w > 0
     products = problem.mean_products
     slack = problem.gram @ w + t * products + nu  # 0 on the support, ≥ 0 off it at the optimum
     tolerance = _ROUNDING * len(w) * (1.0 + t * float(np.abs(products).max()) + abs(nu))
@@ -222,7 +235,7 @@ def _active_set(problem: _RadiusProblem) -> tuple[np.ndarray, float] | None:
     t = ‖g_w‖/ball, each (M̃w)_k + t·b_k + ν is 0 on the support and ≥ 0 off it. From the full
     support, each step keeps the positive weights and adds the tasks whose condition fails.
     """
-    support = np.ones(len(problem.gram), bool)
+    support = None  # every task
     farthest = math.sqrt(float(problem.gram.diagonal().max())) / problem.ball  # r ≤ max_k ‖g_k‖
     for _ in range(_SWEEPS):
         piece = problem.piece(support)
@@ -230,7 +243,7 @@ def _active_set(problem: _RadiusProblem) -> tuple[np.ndarray, float] | None:
             return None
         guesses = [_settled(problem, piece, t) for t in piece.roots]  # both may be positive
         for t, (w, settled) in zip(piece.roots, guesses):
-            if (settled == support).all():  # the conditions hold: the optimum
+            if settled.all() if support is None else (settled == support).all():  # optimal
                 return w, t * problem.ball
         # the next support: from the smaller radius (as the root finder's piece); where no
         # radius solves this support's equation, ‖g_w‖ > r all along the piece (its quadratic
