@@ -170,16 +170,17 @@ class GradientWeighting(Weighting):
             """Inside the backward: J from the K ∂L_k/∂z, the method's c, and d_z = cᵀJ."""
             jacobian = scaled(at_least_float32(torch.stack(grads).view(len(grads), -1)), 1 / scale)
             aggregation = self._aggregate(jacobian, detached)
-            weights = in_dtype(aggregation.weights.detach(), jacobian.dtype)
+            weights = in_dtype(aggregation.weights, jacobian.dtype)
+            if weights.requires_grad:  # (grad mode is off here; a method's own leaf may leak)
+                weights = weights.detach()
             applied.append(weights)
             direction = aggregation.direction
             if direction is None:
                 direction = weights @ jacobian
             return in_dtype(scaled(direction, scale).view(shared.shape), shared.dtype)
 
-        params, owners = head_layout(context.task_parameters, self.task_names)
         # the heads' .grad must hold this backward's ∇_head L_k alone before they are weighted
-        held = set_aside(params)
+        params, owners, held = fresh_head_gradients(context.task_parameters, self.task_names)
         taps.route_gradients(route)
         try:  # one backward: heads, the route at z, then the trunk with d_z (see taps.py)
             context.backward(losses.sum())
@@ -209,16 +210,21 @@ class GradientWeighting(Weighting):
         return weights
 
 
-def head_layout(
+def fresh_head_gradients(
     task_parameters: Mapping[str, Sequence[torch.nn.Parameter]], task_names: Sequence[str]
-) -> tuple[list[torch.nn.Parameter], list[int]]:
-    """The heads' parameters in one flat list, and the task (index) each belongs to."""
-    params, owners = [], []
+) -> tuple[list[torch.nn.Parameter], list[int], list[tuple[torch.nn.Parameter, torch.Tensor]]]:
+    """The heads' parameters in one flat list, the task (index) each belongs to, and the
+    gradients their ``.grad`` held, taken out so that a backward fills them afresh (put them
+    back with :func:`put_back`). One pass: this runs every step."""
+    params, owners, held = [], [], []
     for k, name in enumerate(task_names):
         for parameter in task_parameters[name]:
             params.append(parameter)
             owners.append(k)
-    return params, owners
+            if parameter.grad is not None:
+                held.append((parameter, parameter.grad))
+                parameter.grad = None
+    return params, owners, held
 
 
 def weight_heads(
@@ -253,19 +259,8 @@ def scale_by_task(
         grad.mul_(weights[k].to(grad.device, grad.dtype))
 
 
-def set_aside(
-    parameters: Sequence[torch.nn.Parameter],
-) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
-    """Take the gradients already in ``.grad`` out, so that a backward fills them afresh (put
-    them back with :func:`put_back`)."""
-    held = [(p, p.grad) for p in parameters if p.grad is not None]
-    for parameter, _ in held:
-        parameter.grad = None
-    return held
-
-
 def put_back(held: Sequence[tuple[torch.nn.Parameter, torch.Tensor]]) -> None:
-    """Add the gradients :func:`set_aside` took out to what ``.grad`` holds now."""
+    """Add the gradients :func:`fresh_head_gradients` took out to what ``.grad`` holds now."""
     for parameter, grad in held:
         accumulate_gradient(parameter, grad, copy=False)
 
