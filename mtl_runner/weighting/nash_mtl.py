@@ -122,45 +122,55 @@ def bargaining_solution(gram: np.ndarray, start: np.ndarray) -> np.ndarray | Non
     if not trace > 0:
         return None
     scaled = gram / trace
-    x = start * math.sqrt(trace)  # the previous solution in the scaled units
+    root = math.sqrt(trace)
+    # the vectors are Python floats (the same IEEE arithmetic): at K ≤ 10 a NumPy call costs
+    # more than its arithmetic; NumPy does only the products with M̃ and LAPACK the solve
+    x = [value * root for value in start.tolist()]  # the previous solution in the scaled units
     if not _finite_positive(x):
-        x = np.ones(len(x))
-    product = scaled @ x
-    curvature = float(x @ product)
+        x = [1.0] * len(x)
+    product = scaled.dot(x).tolist()
+    curvature = _dot(x, product)
     if curvature > 0:  # the best multiple of the start: Σ x_k (M̃x)_k = K
         multiple = math.sqrt(len(x) / curvature)
-        x, product = x * multiple, product * multiple
-    identity = np.eye(len(x))
+        x, product = [v * multiple for v in x], [v * multiple for v in product]
     best, best_residual = x, math.inf
     for _ in range(_NEWTON_STEPS):
-        residual = _largest_gap(x * product)
+        residual = _largest_gap([a * b for a, b in zip(x, product)])
         if residual < best_residual:
             best, best_residual = x, residual
         if residual <= _RESIDUAL:
             break
-        inverse = 1.0 / x
-        descent = inverse - product  # −∇f
-        step = lu_solve(scaled + identity * (inverse * inverse), descent)  # the Hessian's
+        inverse = [1.0 / value for value in x]
+        descent = [a - b for a, b in zip(inverse, product)]  # −∇f
+        hessian = scaled + np.diag([value * value for value in inverse])
+        step = lu_solve(hessian, descent)
         if step is None:  # singular
             break
-        decrement = math.sqrt(max(float(descent @ step), 0.0))
+        step = step.tolist()
+        decrement = math.sqrt(max(_dot(descent, step), 0.0))
         if decrement <= _DECREMENT:  # at the rounding floor: no step can do better
             break
-        x = x + step / (1.0 + decrement) if decrement > 0.25 else x + step
+        damping = 1.0 + decrement if decrement > 0.25 else 1.0
+        x = [a + b / damping for a, b in zip(x, step)]
         if not _finite_positive(x):
             break
-        product = scaled @ x
+        product = scaled.dot(x).tolist()
     if best_residual <= _ACCEPTED_RESIDUAL:
-        return best / math.sqrt(trace)
+        return np.array([value / root for value in best])
     return None
 
 
-def _finite_positive(x: np.ndarray) -> bool:
-    return all(0.0 < value < math.inf for value in x.tolist())  # False with a NaN
+def _dot(left: Sequence[float], right: Sequence[float]) -> float:
+    return sum([a * b for a, b in zip(left, right)])
 
 
-def _largest_gap(balance: np.ndarray) -> float:
+def _finite_positive(x: Sequence[float]) -> bool:
+    return all(0.0 < value < math.inf for value in x)  # False with a NaN
+
+
+def _largest_gap(balance: Sequence[float] | np.ndarray) -> float:
     """max_k |balance_k − 1| (NaN if any is NaN), in Python: cheaper than NumPy's reductions
     on K ≤ 10 numbers."""
-    gaps = [abs(value - 1.0) for value in balance.tolist()]
+    values = balance.tolist() if isinstance(balance, np.ndarray) else balance
+    gaps = [abs(value - 1.0) for value in values]
     return math.nan if any(map(math.isnan, gaps)) else max(gaps)
