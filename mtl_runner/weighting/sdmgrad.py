@@ -89,7 +89,7 @@ class SDMGrad(GradientWeighting):
         product = xi.detach() @ xi_prime.detach().T
         if product.device.type != "cpu" or product.dtype not in (torch.float32, torch.float64):
             product = product.double().cpu()
-        matrix = product.numpy().astype(np.float64)
+        matrix = product.numpy().astype(np.float64, copy=False)  # A is read, never written
         finite_host = bool(np.isfinite(matrix).all())
         finite = torch.tensor(finite_host, device=xi.device)
         scale = np.sqrt(np.maximum(matrix.diagonal(), 0.0)).mean() ** 2
@@ -100,10 +100,10 @@ class SDMGrad(GradientWeighting):
         w = start.cpu().numpy()
         # an overflowed (fp16) product leaves w as it was (the loss scaler skips the step)
         if finite_host:
-            target = matrix.mean(axis=1)  # A·𝟙/K
+            pull_target = pull * matrix.mean(axis=1)  # λ A·𝟙/K, the same in every step
             velocity: np.ndarray | None = None
             for _ in range(self.inner_steps):
-                gradient = matrix @ w + pull * target
+                gradient = matrix @ w + pull_target
                 velocity = (
                     gradient if velocity is None else self.inner_momentum * velocity + gradient
                 )
