@@ -41,6 +41,7 @@ here). torchjd has no MoCo.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from enum import Enum
 from typing import Any
@@ -121,7 +122,9 @@ class MoCo(GradientWeighting):
         if self.gradient_normalization is MoCoNormalization.none:
             return jacobian
         norms = jacobian.norm(dim=1, keepdim=True)
-        units = torch.where(norms == 0, torch.zeros_like(jacobian), jacobian / norms)
+        # a zero row (all entries ±0) over an infinite norm stays zero: the [K, 1] fill spares
+        # a zeros tensor and a select over [K, D]
+        units = jacobian / norms.masked_fill_(norms == 0, math.inf)
         return units * losses.detach().to(jacobian.dtype).unsqueeze(1)
 
     def state_dict(self) -> dict[str, Any]:

@@ -137,6 +137,19 @@ def test_moco_current_batch_enters_with_beta_t() -> None:
     close(result.direction, memory + scale @ jacobian)
 
 
+def test_moco_zero_and_underflowing_rows_track_zero() -> None:
+    # a zero row, and a row whose norm underflows to 0 in float32 (x² < the smallest subnormal):
+    # ĝ must be 0 for both, not x / 0 = ±inf
+    jacobian = torch.tensor([[0.0, -0.0, 0.0], [1e-30, -1e-30, 0.0], [3.0, 0.0, 4.0]])
+    assert jacobian[1].norm() == 0
+    method = make_method("moco", 3)
+    result = method.aggregate(jacobian, torch.tensor([1.0, 2.0, 1.0]))
+    tracked = method.state_dict()["tracking"]
+    assert torch.equal(tracked[:2], torch.zeros(2, 3))
+    close(tracked[2], [0.3, 0.0, 0.4])
+    assert torch.isfinite(result.weights).all() and torch.isfinite(result.direction).all()
+
+
 def test_moco_restarts_tracking_when_the_width_changes() -> None:
     method = make_method("moco", 2)
     method.aggregate(J, LOSSES)
