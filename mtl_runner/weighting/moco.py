@@ -49,7 +49,11 @@ from typing import Any
 import torch
 
 from mtl_runner.weighting._checks import require
-from mtl_runner.weighting._stochastic import decayed, finite_or, project_onto_simplex
+from mtl_runner.weighting._stochastic import (
+    decayed,
+    project_onto_simplex,
+    project_onto_simplex_array,
+)
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 
@@ -109,12 +113,14 @@ class MoCo(GradientWeighting):
         lam = self._lambda.to(gram.device)
         step = lam - gamma * (gram @ lam + self.regularization * lam)
         if self.lambda_update is LambdaUpdate.projection:
-            new_lambda = project_onto_simplex(step)
+            new_lambda = _project(step)
         else:
             new_lambda = torch.softmax(torch.nan_to_num(step), dim=0)
-        # an overflowed (fp16) step leaves y and λ as they were; d stays non-finite (skipped)
-        self._tracking = finite_or(gram, y, previous)
-        self._lambda = finite_or(gram, new_lambda, lam)
+        # an overflowed (fp16) step leaves y and λ as they were; d stays non-finite (skipped);
+        # one finiteness test for both (no host sync)
+        finite = torch.isfinite(gram).all()
+        self._tracking = torch.where(finite, y, previous)
+        self._lambda = torch.where(finite, new_lambda, lam)
         weights = self._lambda.to(jacobian.dtype)
         return Aggregation(weights=weights, direction=weights @ y)
 
@@ -138,3 +144,11 @@ class MoCo(GradientWeighting):
         self._lambda = torch.as_tensor(state["lambda"], dtype=torch.float64).clone()
         tracking = state.get("tracking")
         self._tracking = None if tracking is None else torch.as_tensor(tracking).clone()
+
+
+def _project(step: torch.Tensor) -> torch.Tensor:
+    """Π_Δ(step): on the CPU through the host version, whose few Python-float operations cost
+    less than the torch version's ~17 kernels (the same IEEE steps, so the same values)."""
+    if step.device.type != "cpu":
+        return project_onto_simplex(step)
+    return torch.from_numpy(project_onto_simplex_array(step.detach().numpy()))
