@@ -342,6 +342,21 @@ def test_modo_reuses_batches_at_the_end_of_the_epoch() -> None:
     close(alone.theta.grad, weights @ x1)
 
 
+@pytest.mark.parametrize("num_tasks", [2, 3, 10])
+def test_sdmgrad_inner_steps_on_floats_equal_the_numpy_steps(num_tasks: int) -> None:
+    # the few-task route (Python floats around numpy's A w) must give numpy's values exactly,
+    # also where η = 10 makes the iteration jump between faces of the simplex
+    method = make_method("sdmgrad", num_tasks)
+    generator = np.random.default_rng(num_tasks)
+    for scale in (1e-8, 1.0, 1e8):
+        left, right = generator.standard_normal((2, num_tasks, 7)) * scale
+        matrix = left @ right.T
+        matrix /= np.sqrt(np.abs(matrix.diagonal())).mean() ** 2
+        start = generator.dirichlet(np.ones(num_tasks))
+        floats = method._inner_steps(matrix, start)
+        assert np.array_equal(floats, method._inner_steps_array(matrix, start))
+
+
 def test_sdmgrad_uses_three_batches() -> None:
     torchjd = pytest.importorskip("torchjd.aggregation")
     x1, x2, x3 = batches(3, seed=8)
