@@ -119,8 +119,11 @@ class MoCo(GradientWeighting):
         # an overflowed (fp16) step leaves y and λ as they were; d stays non-finite (skipped);
         # one finiteness test for both (no host sync)
         finite = torch.isfinite(gram).all()
-        self._tracking = torch.where(finite, y, previous)
-        self._lambda = torch.where(finite, new_lambda, lam)
+        if gram.device.type == "cpu":  # the test is free on the host and spares a [K, D] copy
+            self._tracking, self._lambda = (y, new_lambda) if finite else (previous, lam)
+        else:
+            self._tracking = torch.where(finite, y, previous)
+            self._lambda = torch.where(finite, new_lambda, lam)
         weights = self._lambda.to(jacobian.dtype)
         return Aggregation(weights=weights, direction=weights @ y)
 
