@@ -36,6 +36,7 @@ over the 3 batches.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ import torch
 
 from mtl_runner.weighting._checks import require
 from mtl_runner.weighting._stochastic import (
+    _SPREAD,
     batch_jacobians,
     project_onto_simplex_array,
     write_gradients,
@@ -89,7 +91,7 @@ class SDMGrad(GradientWeighting):
         product = xi.detach() @ xi_prime.detach().T
         if product.device.type != "cpu" or product.dtype not in (torch.float32, torch.float64):
             product = product.double().cpu()
-        matrix = product.numpy().astype(np.float64)
+        matrix = product.numpy().astype(np.float64, copy=False)  # A is read, never written
         finite_host = bool(np.isfinite(matrix).all())
         finite = torch.tensor(finite_host, device=xi.device)
         scale = np.sqrt(np.maximum(matrix.diagonal(), 0.0)).mean() ** 2
@@ -100,17 +102,40 @@ class SDMGrad(GradientWeighting):
         w = start.cpu().numpy()
         # an overflowed (fp16) product leaves w as it was (the loss scaler skips the step)
         if finite_host:
-            target = matrix.mean(axis=1)  # A·𝟙/K
-            velocity: np.ndarray | None = None
-            for _ in range(self.inner_steps):
-                gradient = matrix @ w + pull * target
-                velocity = (
-                    gradient if velocity is None else self.inner_momentum * velocity + gradient
-                )
-                w = project_onto_simplex_array(w - self.inner_lr * velocity)
+            w = self._inner_steps(matrix, w)
         self._w = torch.from_numpy(w).to(start)
         weights = (self._w + pull / self.num_tasks) / (1.0 + pull)
         return weights.to(xi.device), finite
+
+    def _inner_steps(self, matrix: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """``inner_steps`` steps of projected SGD with momentum on the finite, scaled A."""
+        if matrix.shape[0] > _SMALL:
+            return self._inner_steps_array(matrix, w)
+        # A w stays numpy's product (its rounding), the K-entry rest runs on Python floats:
+        # the same IEEE operations as the numpy form (:meth:`_inner_steps_array`) with a third
+        # of its numpy calls
+        lr, momentum = self.inner_lr, self.inner_momentum
+        pull_target = (self.regularization * matrix.mean(axis=1)).tolist()  # λ A·𝟙/K
+        velocity: list[float] | None = None
+        for _ in range(self.inner_steps):
+            gradient = [g + p for g, p in zip((matrix @ w).tolist(), pull_target)]
+            velocity = (
+                gradient
+                if velocity is None
+                else [momentum * v + g for v, g in zip(velocity, gradient)]
+            )
+            w = _project_floats([x - lr * v for x, v in zip(w.tolist(), velocity)])
+        return w
+
+    def _inner_steps_array(self, matrix: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """:meth:`_inner_steps` in numpy, for many tasks."""
+        pull_target = self.regularization * matrix.mean(axis=1)  # λ A·𝟙/K, the same every step
+        velocity: np.ndarray | None = None
+        for _ in range(self.inner_steps):
+            gradient = matrix @ w + pull_target
+            velocity = gradient if velocity is None else self.inner_momentum * velocity + gradient
+            w = project_onto_simplex_array(w - self.inner_lr * velocity)
+        return w
 
     def backward(self, losses: torch.Tensor, context: StepContext) -> torch.Tensor:
         jacobians, head_rows = batch_jacobians(
@@ -127,3 +152,22 @@ class SDMGrad(GradientWeighting):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._w = torch.as_tensor(state["w"], dtype=torch.float64).clone()
+
+
+_SMALL = 32  # up to this many tasks the inner steps run on Python floats
+
+
+def _project_floats(values: list[float]) -> np.ndarray:
+    """:func:`project_onto_simplex_array` of Python floats (its own small-size route, the same
+    operations), skipping its array round trip; non-finite entries take the array route."""
+    if not all(map(math.isfinite, values)):
+        return project_onto_simplex_array(np.array(values))
+    top = max(values)
+    shifted = [max(x - top, -_SPREAD) for x in values]
+    running, support, excesses = 0.0, 0, []
+    for count, entry in enumerate(sorted(shifted, reverse=True), start=1):
+        running += entry
+        excesses.append(running - 1.0)
+        support += entry - excesses[-1] / count > 0
+    threshold = excesses[support - 1] / support
+    return np.array([max(x - threshold, 0.0) for x in shifted])

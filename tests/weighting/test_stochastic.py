@@ -137,6 +137,19 @@ def test_moco_current_batch_enters_with_beta_t() -> None:
     close(result.direction, memory + scale @ jacobian)
 
 
+def test_moco_zero_and_underflowing_rows_track_zero() -> None:
+    # a zero row, and a row whose norm underflows to 0 in float32 (x² < the smallest subnormal):
+    # ĝ must be 0 for both, not x / 0 = ±inf
+    jacobian = torch.tensor([[0.0, -0.0, 0.0], [1e-30, -1e-30, 0.0], [3.0, 0.0, 4.0]])
+    assert jacobian[1].norm() == 0
+    method = make_method("moco", 3)
+    result = method.aggregate(jacobian, torch.tensor([1.0, 2.0, 1.0]))
+    tracked = method.state_dict()["tracking"]
+    assert torch.equal(tracked[:2], torch.zeros(2, 3))
+    close(tracked[2], [0.3, 0.0, 0.4])
+    assert torch.isfinite(result.weights).all() and torch.isfinite(result.direction).all()
+
+
 def test_moco_restarts_tracking_when_the_width_changes() -> None:
     method = make_method("moco", 2)
     method.aggregate(J, LOSSES)
@@ -327,6 +340,21 @@ def test_modo_reuses_batches_at_the_end_of_the_epoch() -> None:
     assert alone.draws == 1
     close(weights, make_method("modo", 3).aggregate(x1, torch.ones(3)).weights)
     close(alone.theta.grad, weights @ x1)
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3, 10])
+def test_sdmgrad_inner_steps_on_floats_equal_the_numpy_steps(num_tasks: int) -> None:
+    # the few-task route (Python floats around numpy's A w) must give numpy's values exactly,
+    # also where η = 10 makes the iteration jump between faces of the simplex
+    method = make_method("sdmgrad", num_tasks)
+    generator = np.random.default_rng(num_tasks)
+    for scale in (1e-8, 1.0, 1e8):
+        left, right = generator.standard_normal((2, num_tasks, 7)) * scale
+        matrix = left @ right.T
+        matrix /= np.sqrt(np.abs(matrix.diagonal())).mean() ** 2
+        start = generator.dirichlet(np.ones(num_tasks))
+        floats = method._inner_steps(matrix, start)
+        assert np.array_equal(floats, method._inner_steps_array(matrix, start))
 
 
 def test_sdmgrad_uses_three_batches() -> None:
