@@ -59,7 +59,12 @@ def project_onto_simplex_array(vector: np.ndarray) -> np.ndarray:
         excess = np.cumsum(ordered) - 1.0
         support = int(np.count_nonzero(ordered - excess / np.arange(1, v.size + 1) > 0))
         return np.maximum(v - excess[support - 1] / support, 0.0)
-    values = vector.tolist()
+    return project_floats_onto_simplex(vector.tolist())
+
+
+def project_floats_onto_simplex(values: list[float]) -> np.ndarray:
+    """The small-size route of :func:`project_onto_simplex_array` on finite Python floats
+    (callers that already hold floats skip the array round trip)."""
     top = max(values)
     shifted = [max(x - top, -_SPREAD) for x in values]
     running, support, excesses = 0.0, 0, []

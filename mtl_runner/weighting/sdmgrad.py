@@ -45,8 +45,8 @@ import torch
 
 from mtl_runner.weighting._checks import require
 from mtl_runner.weighting._stochastic import (
-    _SPREAD,
     batch_jacobians,
+    project_floats_onto_simplex,
     project_onto_simplex_array,
     write_gradients,
 )
@@ -158,16 +158,8 @@ _SMALL = 32  # up to this many tasks the inner steps run on Python floats
 
 
 def _project_floats(values: list[float]) -> np.ndarray:
-    """:func:`project_onto_simplex_array` of Python floats (its own small-size route, the same
-    operations), skipping its array round trip; non-finite entries take the array route."""
+    """:func:`project_onto_simplex_array` of Python floats, skipping its array round trip;
+    non-finite entries take the array route."""
     if not all(map(math.isfinite, values)):
         return project_onto_simplex_array(np.array(values))
-    top = max(values)
-    shifted = [max(x - top, -_SPREAD) for x in values]
-    running, support, excesses = 0.0, 0, []
-    for count, entry in enumerate(sorted(shifted, reverse=True), start=1):
-        running += entry
-        excesses.append(running - 1.0)
-        support += entry - excesses[-1] / count > 0
-    threshold = excesses[support - 1] / support
-    return np.array([max(x - threshold, 0.0) for x in shifted])
+    return project_floats_onto_simplex(values)
