@@ -45,6 +45,7 @@ from mtl_runner.weighting import (
 from mtl_runner.weighting.equal import Equal
 
 BATCH = 256
+BATCHES = 8
 FEATURES = 10
 
 
@@ -61,15 +62,27 @@ def make_tasks(num_tasks: int) -> list[Task]:
 
 
 class Bench:
-    """One model, one batch, and a step function for a weighting method."""
+    """One model, a few batches, and a step function for a weighting method.
+
+    Each step takes the next of BATCHES in-memory batches, as training does: with one batch the
+    Jacobian would barely change between steps, and methods that warm-start from the previous
+    step (Nash-MTL) or guess its support would look cheaper than they are in training.
+    """
 
     def __init__(self, num_tasks: int) -> None:
         torch.manual_seed(0)
         self.tasks = make_tasks(num_tasks)
         self.model = HardParameterSharing(FEATURES, self.tasks, hidden_sizes=[64, 32])
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
-        self.features = torch.randn(BATCH, FEATURES)
-        self.targets = {t.name: torch.randint(t.num_classes, (BATCH,)) for t in self.tasks}
+        self.batches = [
+            (
+                torch.randn(BATCH, FEATURES),
+                {t.name: torch.randint(t.num_classes, (BATCH,)) for t in self.tasks},
+            )
+            for _ in range(BATCHES)
+        ]
+        self.features, self.targets = self.batches[0]
+        self.steps = 0
         self.shared = tuple(self.model.shared_parameters())
         self.heads = {t.name: tuple(self.model.task_parameters(t.name)) for t in self.tasks}
 
@@ -91,7 +104,12 @@ class Bench:
     def losses(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward()[:2]
 
+    def next_batch(self) -> None:
+        self.steps += 1
+        self.features, self.targets = self.batches[self.steps % BATCHES]
+
     def step(self, method: Weighting) -> None:
+        self.next_batch()
         losses, z, copies = self.forward(method)
         self.optimizer.zero_grad(set_to_none=True)
         context = StepContext(
@@ -110,6 +128,7 @@ class Bench:
         from torchjd.aggregation import Mean
         from torchjd.autojac import jac_to_grad, mtl_backward
 
+        self.next_batch()
         z = self.model.encode(self.features)
         outputs = self.model.decode(z)
         # separate loss tensors: torchjd differentiates each one on its own
