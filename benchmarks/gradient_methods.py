@@ -204,14 +204,14 @@ def report(num_tasks: int, names: list[str], repeats: int, calls: int) -> None:
     try:
         speedup, jd = paired_ratio(repeats, calls, bench.torchjd_step, lambda: bench.step(ours))
         print(
-            f"  Jacobian path: torchjd.mtl_backward {jd * 1e3:.3f} ms -> ours {speedup:.2f}x "
+            f"  Jacobian path: torchjd.mtl_backward {jd * 1e3:.3f} ms -> ours {speedup:.3f}x "
             "faster (target >= 1.3x)"
         )
     except ImportError:
         print("  torchjd not installed: skipped the torchjd comparison")
     path = MeanAggregation(task_names, grad_source="features")
     alone, _ = paired_ratio(repeats, calls, lambda: bench.step(path), ew_step)
-    print(f"  feature path alone (a do-nothing solve): {alone:.2f}x EW")
+    print(f"  feature path alone (a do-nothing solve): {alone:.3f}x EW")
     print(f"  {'method':<14}{'features/EW':>12}{'params/EW':>11}{'solve %':>9}")
     for name in names:
         cells, steps = [], []
@@ -241,7 +241,7 @@ def report(num_tasks: int, names: list[str], repeats: int, calls: int) -> None:
             if not hit
         ]
         verdict = f"  ({'; '.join(missed)})" if missed else ""
-        ratios = [f"{c:.2f}x" if c == c else "n/a" for c in cells]  # n/a: source unsupported
+        ratios = [f"{c:.3f}x" if c == c else "n/a" for c in cells]  # n/a: source unsupported
         print(f"  {name:<14}{ratios[0]:>12}{ratios[1]:>11}{share * 100:>8.1f}%{verdict}")
     print(f"  targets: features/EW <= 1.3x, params/EW <= {num_tasks + 0.5}x, solve <= 15%")
 
