@@ -117,9 +117,10 @@ class GradientWeighting(Weighting):
         aggregation = self._aggregate(shared_jacobian, losses.detach())
         weights = aggregation.weights.detach().to(shared_jacobian.dtype)
         direction = aggregation.direction
-        if direction is None:
-            direction = weights @ shared_jacobian
-        assign_flat_gradient(shared, scaled(direction, scale))
+        if direction is None:  # a fresh vector: its pieces can become the gradients themselves
+            assign_flat_gradient(shared, scaled(weights @ shared_jacobian, scale), copy=False)
+        else:  # the method's own tensor (it may keep it): copied
+            assign_flat_gradient(shared, scaled(direction, scale))
         weight_heads(heads, head_grads, weights)
         return weights
 
@@ -324,12 +325,16 @@ def _dense(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(like) if grad is None else grad
 
 
-def assign_flat_gradient(parameters: Sequence[torch.nn.Parameter], flat: torch.Tensor) -> None:
-    """Write a flat vector into the parameters' ``.grad``, in order."""
+def assign_flat_gradient(
+    parameters: Sequence[torch.nn.Parameter], flat: torch.Tensor, copy: bool = True
+) -> None:
+    """Write a flat vector into the parameters' ``.grad``, in order. ``copy=False``: ``flat``
+    is a fresh vector nobody else holds, and its (disjoint) pieces become the gradients."""
     offset = 0
     for parameter in parameters:
         size = parameter.numel()
-        accumulate_gradient(parameter, flat[offset : offset + size].view_as(parameter))
+        piece = flat[offset : offset + size].view_as(parameter)
+        accumulate_gradient(parameter, piece, copy=copy)
         offset += size
 
 
@@ -338,7 +343,11 @@ def accumulate_gradient(
 ) -> None:
     """Add ``grad`` to ``parameter.grad`` (on its device and dtype); ``copy=False`` lets a fresh
     tensor that nobody else holds become the gradient itself."""
-    grad = grad.detach().to(parameter.device, parameter.dtype)
+    if grad.requires_grad:
+        grad = grad.detach()
+    if grad.dtype != parameter.dtype or grad.device != parameter.device:
+        grad = grad.to(parameter.device, parameter.dtype)  # (a copy: no clone needed below)
+        copy = False
     if parameter.grad is None:
         parameter.grad = grad.clone() if copy else grad
     else:
