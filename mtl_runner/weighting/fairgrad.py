@@ -23,9 +23,13 @@ No solution: a minimiser exists if and only if no convex combination of the grad
 (0 is not in their convex hull; otherwise the tasks are Pareto-stationary and no direction
 improves them all). The solver treats 0 as in the hull when an iterate's convex combination
 v = w/Σw has vᵀM̃v ≤ K·eps (eps of J's dtype; the iterates of an unbounded problem get there in
-a few dozen steps) or when 1000 steps do not converge. Then, without a warning, the shared
-parameters are left unchanged for that step (direction 0) and the logged weights are that v
-(Σv = 1, Σ_k v_k g_k ≈ 0), which also scale the heads. If every gradient is zero, v = 𝟙/K.
+a few dozen steps) or when 1000 steps do not converge; and when the iterates converge to a huge
+w (Σw > 1000·K) whose residual holds only because opposite gradients cancel exactly in M̃w (e.g.
+g₂ = −g₁: the equation of those tasks then reads 0 ≈ w_k^{−1/α}, tiny next to |M̃|w), it checks
+the min-norm point v of the hull (as MGDA) and treats 0 as in the hull when vᵀM̃v ≤ K·eps.
+Then, without a warning, the shared parameters are left unchanged for that step (direction 0)
+and the logged weights are that v (Σv = 1, Σ_k v_k g_k ≈ 0), which also scale the heads. If
+every gradient is zero, v = 𝟙/K.
 Hyperparameters: ``alpha`` (1.0, LibMTL's default: proportional fairness, where the condition
 is Nash-MTL's w ⊙ Mw = 𝟙; larger α moves towards max-min fairness) — must be positive: α = 0 is
 linear scalarisation (weighting=equal). ``grad_source``.
@@ -52,9 +56,12 @@ import torch
 
 from mtl_runner.weighting._checks import require
 from mtl_runner.weighting._gram import as_weights, gram_matrix, lu_solve, precision
+from mtl_runner.weighting._min_norm import min_norm_weights
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
 _RELATIVE_RESIDUAL = 1e-12
+#: above this Σw/K (M̃ has unit mean diagonal) a converged w is checked for Pareto stationarity
+_LARGE_TOTAL = 1e3
 _MAX_STEPS = 1000
 # From a relative residual e a Newton step lands near e², a Chebyshev step near e³: between
 # these two reaches of 1e-12 the (dearer) Chebyshev step saves a whole step.
@@ -117,6 +124,18 @@ def _largest(values: Iterable[float]) -> float:
     return math.nan if any(map(math.isnan, values)) else max(values)
 
 
+def _stationary_combination(
+    matrix: np.ndarray, w: np.ndarray, tolerance: float
+) -> np.ndarray | None:
+    """The min-norm convex combination v of the gradients when vᵀM̃v ≤ K·eps (0 is in their
+    hull: no solution), else None; only looked for when Σw is large, since a solution has
+    (Σw)²·min_v vᵀM̃v ≤ wᵀM̃w = Σ_k w_k^{1−1/α}, which is moderate."""
+    if sum(w.tolist()) <= _LARGE_TOTAL * len(w):
+        return None
+    v = min_norm_weights(matrix)
+    return v if float(v @ matrix @ v) <= tolerance else None
+
+
 def solve_fairgrad(gram: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarray, bool]:
     """(w, True) with M w = w^{−1/α}, or (v, False) with v on the simplex and Jᵀv ≈ 0."""
     num_tasks = len(gram)
@@ -132,6 +151,9 @@ def solve_fairgrad(gram: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarr
     for _ in range(_MAX_STEPS):
         w = point.weights
         if point.error <= _RELATIVE_RESIDUAL:
+            stationary = _stationary_combination(matrix, w, tolerance)
+            if stationary is not None:  # a residual met only by cancellation (see above)
+                return stationary, False
             return w * scale ** (-alpha / (alpha + 1.0)), True
         total = sum(w.tolist())
         if point.quadratic <= tolerance * total * total:  # vᵀM̃v ≤ K·eps for v = w / Σw:

@@ -279,6 +279,45 @@ def test_fairgrad_without_a_solution_leaves_the_shared_parameters_and_warns_noth
     torch.testing.assert_close(aggregation.weights, torch.full((3,), 1 / 3))
 
 
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[1.0, 2.0, 3.0], [-1.0, -2.0, -3.0]],  # g₂ = −g₁
+        [[1.0, 2.0, 3.0], [-2.0, -4.0, -6.0]],  # g₂ = −2g₁
+        [[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],  # an opposite pair and a third
+    ],
+)
+def test_fairgrad_opposite_gradients_have_no_solution(rows, dtype, alpha: float) -> None:
+    # 0 = ½g₁ + ½g₂ (or ⅔g₁ + ⅓g₂) is in the hull, so M w = w^{−1/α} has no solution; the
+    # iterates grow until M̃w cancels exactly and the relative residual looks met (the logged
+    # weights were ~1e6–1e9 and scaled the heads): the solver must say "no solution"
+    jacobian = torch.tensor(rows, dtype=dtype)
+    aggregation = FairGrad([f"t{k}" for k in range(len(rows))], alpha=alpha).aggregate(
+        jacobian, torch.ones(len(rows), dtype=dtype)
+    )
+    weights = aggregation.weights.double()
+    assert aggregation.direction is not None and not aggregation.direction.any()
+    assert weights.sum().item() == pytest.approx(1.0) and (weights >= 0).all()
+    # Σ v_k g_k ≈ 0 as the docstring bounds it: ‖Σ v_k g_k‖² ≤ K·eps·mean_k ‖g_k‖²
+    rows64 = jacobian.double()
+    bound = len(rows) * torch.finfo(dtype).eps * (rows64**2).sum(1).mean()
+    assert ((weights @ rows64) ** 2).sum() <= bound
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+def test_fairgrad_nearly_opposite_gradients_keep_their_large_solution(alpha: float) -> None:
+    # g = (±1, 1e-4): 0 is not in the hull (min-norm point (0, 1e-4)), so the solution exists,
+    # with w₁ = w₂ large; the stationarity check must not take it away
+    jacobian = torch.tensor([[1.0, 1e-4], [-1.0, 1e-4]], dtype=torch.float64)
+    aggregation = FairGrad(["a", "b"], alpha=alpha).aggregate(jacobian, torch.ones(2))
+    w = aggregation.weights.double()
+    assert aggregation.direction is None and w.sum() > 100
+    gram = jacobian @ jacobian.T
+    torch.testing.assert_close(gram @ w, w ** (-1.0 / alpha), rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize(("k", "steps"), [(3, 1), (10, 2)])
 def test_fairgrad_takes_few_steps_on_nearly_orthogonal_gradients(
     monkeypatch, k: int, steps: int
