@@ -14,6 +14,8 @@ time.
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -80,6 +82,18 @@ def symmetric_eigenvalues(matrix: np.ndarray) -> np.ndarray | None:
     """Ascending eigenvalues of a symmetric float64 matrix; None if LAPACK did not converge."""
     eigenvalues, _, info = lapack.dsyevd(matrix, compute_v=0)
     return None if info else eigenvalues
+
+
+def float_dot(left: Sequence[float], right: Sequence[float]) -> float:
+    """Σ a_k b_k of Python floats: for K ≤ 10 numbers a NumPy call costs more than the sum."""
+    return sum([a * b for a, b in zip(left, right)])
+
+
+def nan_max(values: Iterable[float]) -> float:
+    """The largest of some Python floats, NaN if any is NaN (Python's ``max`` silently drops a
+    NaN that is not first); cheaper than NumPy's reductions on K ≤ 10 numbers."""
+    values = list(values)
+    return math.nan if any(map(math.isnan, values)) else max(values)
 
 
 def lu_solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:

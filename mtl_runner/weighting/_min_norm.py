@@ -52,6 +52,7 @@ from mtl_runner.errors import ConfigError
 from mtl_runner.weighting._checks import require_non_negative
 from mtl_runner.weighting._gram import (
     as_weights,
+    float_dot,
     gram_matrix,
     precision,
     symmetric_eigenvalues,
@@ -203,7 +204,7 @@ def _nonnegative_quadratic_one(
     for _ in range(_SWEEPS):
         x = _solve_on_support(matrix, rows, target, support, inverse)
         settled = [
-            value > 0 if inside else goal - _dot(row, x) > tolerance  # x = 0 off the support
+            value > 0 if inside else goal - float_dot(row, x) > tolerance  # x = 0 off the support
             for value, inside, goal, row in zip(x, support, target, rows)
         ]
         if settled == support:
@@ -242,10 +243,6 @@ def _solve_on_support(
         for j, value in zip(chosen, values):
             x[j] = value
     return x
-
-
-def _dot(left: Sequence[float], right: Sequence[float]) -> float:
-    return sum([a * b for a, b in zip(left, right)])
 
 
 def psd_factor(gram: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -53,18 +54,25 @@ def project_onto_simplex_array(vector: np.ndarray) -> np.ndarray:
     sequence either way (maximum, shift, descending sort, running sum)."""
     if not np.isfinite(vector).all():
         vector = np.nan_to_num(vector, nan=0.0, posinf=_SPREAD, neginf=-_SPREAD)
-    if vector.size > _SMALL:
+    if vector.size > FLOAT_ROUTE_SIZE:
         v = np.maximum(vector - vector.max(), -_SPREAD)
         ordered = np.sort(v)[::-1]
         excess = np.cumsum(ordered) - 1.0
         support = int(np.count_nonzero(ordered - excess / np.arange(1, v.size + 1) > 0))
         return np.maximum(v - excess[support - 1] / support, 0.0)
-    return project_floats_onto_simplex(vector.tolist())
+    return _project_floats(vector.tolist())
 
 
 def project_floats_onto_simplex(values: list[float]) -> np.ndarray:
-    """The small-size route of :func:`project_onto_simplex_array` on finite Python floats
-    (callers that already hold floats skip the array round trip)."""
+    """:func:`project_onto_simplex_array` of Python floats (at most FLOAT_ROUTE_SIZE of them):
+    callers that already hold floats skip the array round trip."""
+    if not all(map(math.isfinite, values)):
+        return project_onto_simplex_array(np.array(values))
+    return _project_floats(values)
+
+
+def _project_floats(values: list[float]) -> np.ndarray:
+    """The small-size route on finite Python floats."""
     top = max(values)
     shifted = [max(x - top, -_SPREAD) for x in values]
     running, support, excesses = 0.0, 0, []
@@ -76,8 +84,8 @@ def project_floats_onto_simplex(values: list[float]) -> np.ndarray:
     return np.array([max(x - threshold, 0.0) for x in shifted])
 
 
-#: vectors up to this size are projected with Python floats
-_SMALL = 32
+#: vectors up to this size are projected with Python floats (SDMGrad's inner steps, too)
+FLOAT_ROUTE_SIZE = 32
 
 
 def decayed(rate: float, decay: float, step: int) -> float:

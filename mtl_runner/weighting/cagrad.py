@@ -123,7 +123,7 @@ def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
     high = math.sqrt(float(problem.gram.diagonal().max()))  # ‖g_w‖ ≤ max_k ‖g_k‖ on Δ
     if high <= low:
         return np.zeros(num_tasks)
-    found = _active_set(problem) if problem.well_conditioned() else None
+    found = _active_set(problem, high) if problem.well_conditioned() else None
     if found is None:
         w = problem.inner(low)
         if problem.norm(w) / low <= 1.0:  # the root is below 1e-4: the optimum has g_w* ≈ 0
@@ -227,16 +227,17 @@ def _settled(problem: _RadiusProblem, piece: _Piece, t: float) -> tuple[np.ndarr
     return w, (w > 0) | (~piece.support & (slack < -tolerance))
 
 
-def _active_set(problem: _RadiusProblem) -> tuple[np.ndarray, float] | None:
+def _active_set(problem: _RadiusProblem, high: float) -> tuple[np.ndarray, float] | None:
     """w* and ‖g_w*‖ from the KKT conditions on a guessed support, or None when the guesses
     do not settle within _SWEEPS supports (the caller then finds the root by bisection).
 
     The inner objective f(w) = ⟨g_w, g₀⟩ + ball·‖g_w‖ is convex, so w ∈ Δ is optimal where, with
     t = ‖g_w‖/ball, each (M̃w)_k + t·b_k + ν is 0 on the support and ≥ 0 off it. From the full
     support, each step keeps the positive weights and adds the tasks whose condition fails.
+    ``high`` bounds the radius: ‖g_w‖ ≤ max_k ‖g_k‖ on Δ.
     """
     support = None  # every task
-    farthest = math.sqrt(float(problem.gram.diagonal().max())) / problem.ball  # r ≤ max_k ‖g_k‖
+    farthest = high / problem.ball
     for _ in range(_SWEEPS):
         piece = problem.piece(support)
         if piece is None:

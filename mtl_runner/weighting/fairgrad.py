@@ -47,7 +47,7 @@ as here; torchjd's ``mtl_backward`` gives them unweighted gradients.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from operator import truediv
 from typing import NamedTuple
 
@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from mtl_runner.weighting._checks import require
-from mtl_runner.weighting._gram import as_weights, gram_matrix, lu_solve, precision
+from mtl_runner.weighting._gram import as_weights, gram_matrix, lu_solve, nan_max, precision
 from mtl_runner.weighting._min_norm import min_norm_weights
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
@@ -84,7 +84,7 @@ def _evaluate(matrix: np.ndarray, magnitude: np.ndarray, power: float, w: np.nda
     product = matrix @ w
     target = 1.0 / w if power == 1.0 else w**-power
     residual = product - target
-    error = _largest(map(truediv, map(abs, residual.tolist()), (magnitude @ w + target).tolist()))
+    error = nan_max(map(truediv, map(abs, residual.tolist()), (magnitude @ w + target).tolist()))
     return _Iterate(w, float(w @ product), target, residual, error)
 
 
@@ -113,15 +113,8 @@ def _start(matrix: np.ndarray, alpha: float, tolerance: float) -> np.ndarray:
     w = multiple * w
     target = w**-power
     step = (multiple * product - target) / (matrix.diagonal() + power * target / w)
-    fastest = _largest(map(truediv, step.tolist(), w.tolist()))
+    fastest = nan_max(map(truediv, step.tolist(), w.tolist()))
     return w - step * min(1.0, 0.5 / fastest) if fastest > 0 else w - step
-
-
-def _largest(values: Iterable[float]) -> float:
-    """The largest value, NaN if any is NaN; a Python reduction, since NumPy's cost more than
-    the K ≤ 10 numbers they reduce (several run per Newton step)."""
-    values = list(values)
-    return math.nan if any(map(math.isnan, values)) else max(values)
 
 
 def _stationary_combination(
@@ -207,7 +200,7 @@ def _damped_step(
     """The point w − s·newton, s the largest of 1, ½, ¼, … (below the step that would take a
     weight to 0) that halves the residual or passes Armijo's test on f."""
     w = point.weights
-    fastest = _largest(map(truediv, newton.tolist(), w.tolist()))  # the fastest decrease
+    fastest = nan_max(map(truediv, newton.tolist(), w.tolist()))  # the fastest decrease
     size = min(1.0, 0.99 / fastest) if fastest > 0 else 1.0  # keeps w > 0
     value = slope = math.nan  # f(w) and ∇f·(−newton), read only for Armijo's test
     while True:

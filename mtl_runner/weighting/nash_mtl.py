@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from mtl_runner.weighting._checks import require
-from mtl_runner.weighting._gram import gram_matrix, lu_solve
+from mtl_runner.weighting._gram import float_dot, gram_matrix, lu_solve, nan_max
 from mtl_runner.weighting._min_norm import GramSolution, aggregation, measured, solve_on_gram
 from mtl_runner.weighting.gradients import Aggregation, GradientWeighting, GradSource
 
@@ -129,7 +129,7 @@ def bargaining_solution(gram: np.ndarray, start: np.ndarray) -> np.ndarray | Non
     if not _finite_positive(x):
         x = [1.0] * len(x)
     product = scaled.dot(x).tolist()
-    curvature = _dot(x, product)
+    curvature = float_dot(x, product)
     if curvature > 0:  # the best multiple of the start: Σ x_k (M̃x)_k = K
         multiple = math.sqrt(len(x) / curvature)
         x, product = [v * multiple for v in x], [v * multiple for v in product]
@@ -147,7 +147,7 @@ def bargaining_solution(gram: np.ndarray, start: np.ndarray) -> np.ndarray | Non
         if step is None:  # singular
             break
         step = step.tolist()
-        decrement = math.sqrt(max(_dot(descent, step), 0.0))
+        decrement = math.sqrt(max(float_dot(descent, step), 0.0))
         if decrement <= _DECREMENT:  # at the rounding floor: no step can do better
             break
         damping = 1.0 + decrement if decrement > 0.25 else 1.0
@@ -160,17 +160,11 @@ def bargaining_solution(gram: np.ndarray, start: np.ndarray) -> np.ndarray | Non
     return None
 
 
-def _dot(left: Sequence[float], right: Sequence[float]) -> float:
-    return sum([a * b for a, b in zip(left, right)])
-
-
 def _finite_positive(x: Sequence[float]) -> bool:
     return all(0.0 < value < math.inf for value in x)  # False with a NaN
 
 
 def _largest_gap(balance: Sequence[float] | np.ndarray) -> float:
-    """max_k |balance_k − 1| (NaN if any is NaN), in Python: cheaper than NumPy's reductions
-    on K ≤ 10 numbers."""
+    """max_k |balance_k − 1| (NaN if any is NaN)."""
     values = balance.tolist() if isinstance(balance, np.ndarray) else balance
-    gaps = [abs(value - 1.0) for value in values]
-    return math.nan if any(map(math.isnan, gaps)) else max(gaps)
+    return nan_max(abs(value - 1.0) for value in values)

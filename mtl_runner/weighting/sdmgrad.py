@@ -36,7 +36,6 @@ over the 3 batches.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +44,7 @@ import torch
 
 from mtl_runner.weighting._checks import require
 from mtl_runner.weighting._stochastic import (
+    FLOAT_ROUTE_SIZE,
     batch_jacobians,
     project_floats_onto_simplex,
     project_onto_simplex_array,
@@ -109,7 +109,7 @@ class SDMGrad(GradientWeighting):
 
     def _inner_steps(self, matrix: np.ndarray, w: np.ndarray) -> np.ndarray:
         """``inner_steps`` steps of projected SGD with momentum on the finite, scaled A."""
-        if matrix.shape[0] > _SMALL:
+        if matrix.shape[0] > FLOAT_ROUTE_SIZE:
             return self._inner_steps_array(matrix, w)
         # A w stays numpy's product (its rounding), the K-entry rest runs on Python floats:
         # the same IEEE operations as the numpy form (:meth:`_inner_steps_array`) with a third
@@ -124,7 +124,7 @@ class SDMGrad(GradientWeighting):
                 if velocity is None
                 else [momentum * v + g for v, g in zip(velocity, gradient)]
             )
-            w = _project_floats([x - lr * v for x, v in zip(w.tolist(), velocity)])
+            w = project_floats_onto_simplex([x - lr * v for x, v in zip(w.tolist(), velocity)])
         return w
 
     def _inner_steps_array(self, matrix: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -152,14 +152,3 @@ class SDMGrad(GradientWeighting):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._w = torch.as_tensor(state["w"], dtype=torch.float64).clone()
-
-
-_SMALL = 32  # up to this many tasks the inner steps run on Python floats
-
-
-def _project_floats(values: list[float]) -> np.ndarray:
-    """:func:`project_onto_simplex_array` of Python floats, skipping its array round trip;
-    non-finite entries take the array route."""
-    if not all(map(math.isfinite, values)):
-        return project_onto_simplex_array(np.array(values))
-    return project_floats_onto_simplex(values)

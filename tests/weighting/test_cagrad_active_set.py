@@ -44,7 +44,7 @@ def test_the_active_set_solve_agrees_with_the_root_finder(radius_scale: float) -
         k = len(gram)
         problem = _RadiusProblem(gram, radius_scale, np.full(k, 1.0 / k))
         assert problem.well_conditioned()
-        found = _active_set(problem)
+        found = _active_set(problem, float(np.sqrt(gram.diagonal().max())))
         assert found is not None, f"the active set did not settle at K={k}"
         w, norm = found
         expected_w, expected_norm = root_finder(problem)
@@ -63,7 +63,7 @@ def test_the_root_finder_takes_over_where_the_gram_matrix_is_ill_conditioned(
     jacobian[3] = jacobian[2]  # a duplicated task: M̃ is singular
     gram = jacobian @ jacobian.T
     calls = []
-    monkeypatch.setattr(cagrad, "_active_set", lambda problem: calls.append(problem))
+    monkeypatch.setattr(cagrad, "_active_set", lambda problem, high: calls.append(problem))
     weights = cagrad.cagrad_weights(gram, 0.5)
     assert calls == []  # not even tried: its systems would be inaccurate
     assert np.isfinite(weights).all() and weights[2] + weights[3] > 0
