@@ -252,6 +252,12 @@ def scale_by_task(
     present = [(g, k) for g, k in zip(grads, owners) if g is not None]
     if not present:
         return
+    if weights.is_cpu and present[0][0].is_cpu and weights.dtype == present[0][0].dtype:
+        # 0-dim tensors, not Python numbers: on the CPU, foreach with scalars wraps each one in
+        # a tensor per call (about 3x the cost); c_k in g's dtype either way, so the same result
+        factors = weights.unbind()
+        torch._foreach_mul_([g for g, _ in present], [factors[k] for _, k in present])
+        return
     if weights.is_cpu and present[0][0].is_cpu:
         values = weights.tolist()  # on the CPU: no device sync
         torch._foreach_mul_([g for g, _ in present], [values[k] for _, k in present])

@@ -158,3 +158,32 @@ def test_features_step_equals_the_batched_path_without_taps() -> None:
 
     for a, b in zip(run(model, True), run(twin, False)):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scale_by_task_multiplies_each_gradient_by_its_tasks_weight_exactly(
+    dtype: torch.dtype,
+) -> None:
+    """The fused CPU route (0-dim weight tensors) gives bitwise c_k·g, as one mul_ per tensor
+    with the Python number c_k does; None is skipped."""
+    from mtl_runner.weighting.gradients import scale_by_task
+
+    generator = torch.Generator().manual_seed(3)
+    grads = [torch.randn(5, 4, generator=generator, dtype=dtype) for _ in range(4)]
+    expected = [g.clone() for g in grads]
+    owners = [0, 2, 1, 2]
+    weights = torch.tensor([0.3, 1.7, 1 / 3], dtype=dtype)
+    scale_by_task([*grads, None], [*owners, 0], weights)
+    for grad, before, k in zip(grads, expected, owners):
+        assert torch.equal(grad, before.mul_(weights[k].item()))
+
+
+def test_scale_by_task_converts_weights_of_another_dtype() -> None:
+    """float64 weights on float32 gradients (a float64 solve): c_k rounded to the gradient's
+    dtype, as a Python-number multiply does."""
+    from mtl_runner.weighting.gradients import scale_by_task
+
+    grads = [torch.full((3,), 3.0), torch.full((2,), 5.0)]
+    scale_by_task(grads, [1, 0], torch.tensor([0.1, 1 / 3], dtype=torch.float64))
+    assert torch.equal(grads[0], torch.full((3,), 3.0) * (1 / 3))
+    assert torch.equal(grads[1], torch.full((2,), 5.0) * 0.1)
