@@ -31,15 +31,19 @@ def gram_matrix(jacobian: torch.Tensor, exact: bool = False) -> np.ndarray:
     By default the products are taken in the Jacobian's dtype (one matmul); with ``exact`` in
     float64, over blocks of columns so that the float64 copy of J stays small.
     """
-    jacobian = jacobian.detach()
+    if jacobian.requires_grad:
+        jacobian = jacobian.detach()
     if exact and jacobian.dtype != torch.float64:
         gram = _float64_gram(jacobian)
     else:
         gram = jacobian @ jacobian.T
-    if gram.device.type != "cpu" or gram.dtype not in (torch.float32, torch.float64):
+    if not gram.is_cpu or gram.dtype not in (torch.float32, torch.float64):
         gram = gram.to(torch.float64).cpu()
-    gram = gram.numpy().astype(np.float64)  # the same values as torch's own conversion
-    return (gram + gram.T) * 0.5
+    gram = gram.numpy()
+    # float32 entries are widened exactly before the float64 sum (as astype would): one call
+    symmetric = np.add(gram, gram.T, dtype=np.float64)
+    symmetric *= 0.5
+    return symmetric
 
 
 def _float64_gram(jacobian: torch.Tensor) -> torch.Tensor:
