@@ -23,16 +23,25 @@ from scipy.linalg import lapack
 
 #: columns of J turned to float64 at a time for an exact Gram matrix (bounds the temporary copy)
 _BLOCK_ELEMENTS = 1 << 24
+#: up to this many tasks (and this many entries of J) the Gram matrix is taken as K(K+1)/2 dot
+#: products of host rows: at K ≤ 4 they cost about half of one torch matmul and its conversion
+#: (benchmarks/gradient_methods.py, where the feature-level Jacobian is 3 × 8192); beyond that,
+#: or for a large J, the matmul reads J once and uses every thread
+_DOT_TASKS = 4
+_DOT_ELEMENTS = 1 << 18
 
 
 def gram_matrix(jacobian: torch.Tensor, exact: bool = False) -> np.ndarray:
     """M = J Jᵀ as a symmetric float64 NumPy array (on the host).
 
-    By default the products are taken in the Jacobian's dtype (one matmul); with ``exact`` in
-    float64, over blocks of columns so that the float64 copy of J stays small.
+    By default the products are taken in the Jacobian's dtype (one matmul, or K(K+1)/2 dot
+    products for a few host rows); with ``exact`` in float64, over blocks of columns so that the
+    float64 copy of J stays small.
     """
     if jacobian.requires_grad:
         jacobian = jacobian.detach()
+    if not exact and _few_host_rows(jacobian):
+        return _dot_gram(jacobian.numpy())
     if exact and jacobian.dtype != torch.float64:
         gram = _float64_gram(jacobian)
     else:
@@ -44,6 +53,27 @@ def gram_matrix(jacobian: torch.Tensor, exact: bool = False) -> np.ndarray:
     symmetric = np.add(gram, gram.T, dtype=np.float64)
     symmetric *= 0.5
     return symmetric
+
+
+def _few_host_rows(jacobian: torch.Tensor) -> bool:
+    num_tasks, width = jacobian.shape
+    return (
+        num_tasks <= _DOT_TASKS
+        and num_tasks * width <= _DOT_ELEMENTS
+        and jacobian.is_cpu
+        and jacobian.dtype in (torch.float32, torch.float64)
+    )
+
+
+def _dot_gram(rows: np.ndarray) -> np.ndarray:
+    """M from the dot products of the rows (each taken once: M is symmetric by construction),
+    accumulated in the rows' dtype as a matmul would."""
+    count = len(rows)
+    gram = [[0.0] * count for _ in range(count)]
+    for i in range(count):
+        for j in range(i, count):
+            gram[i][j] = gram[j][i] = float(rows[i].dot(rows[j]))
+    return np.array(gram)
 
 
 def _float64_gram(jacobian: torch.Tensor) -> torch.Tensor:
