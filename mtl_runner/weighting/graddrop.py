@@ -36,6 +36,7 @@ Not permutation invariant (random masks).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from enum import Enum
@@ -121,15 +122,18 @@ class GradDrop(GradientWeighting):
         total = signals.sum(0)
         magnitude = signals.abs().sum(0)
         tiny = torch.finfo(signals.dtype).tiny
-        # Σ∇ / Σ|∇|, in place on the two temporaries; where Σ|∇| = 0 every ∇ is 0, so Σ∇ / tiny
-        # is exactly 0: no torch.where needed. It lies in [−1, 1] without a clamp: both sums add
-        # in the same order, and rounding is monotone, so every partial |Σ∇| ≤ Σ|∇|
-        ratio = total.div_(magnitude.clamp_min_(tiny))
-        draw = torch.rand(ratio.shape, dtype=signals.dtype, device=signals.device)
+        # 2P = fl(1 + fl(Σ∇ / Σ|∇|)) in one kernel (addcdiv rounds the quotient, then the sum);
+        # where Σ|∇| = 0 every ∇ is 0, so Σ∇ / tiny is exactly 0: no torch.where needed. The
+        # ratio lies in [−1, 1] without a clamp: both sums add in the same order, and rounding
+        # is monotone, so every partial |Σ∇| ≤ Σ|∇|
+        doubled = torch.addcdiv(
+            _one(signals.dtype, signals.device), total, magnitude.clamp_min_(tiny)
+        )
+        draw = torch.rand(doubled.shape, dtype=signals.dtype, device=signals.device)
         # P − U = ½ (fl(1 + ratio) − 2U) with P = ½ fl(1 + ratio) as the definition rounds it:
         # 2U and the halving are exact, and a float difference is 0 only between equal
         # floats, so this sign is that of P − U, in one kernel fewer
-        return torch.sub(ratio.add_(1.0), draw, alpha=2.0).sign_()
+        return torch.sub(doubled, draw, alpha=2.0).sign_()
 
     def _combine(self, gradients: torch.Tensor, keep: torch.Tensor) -> Aggregation:
         """d and c from the gradients ∇ ([K, ...]) and M (broadcastable to them)."""
@@ -161,6 +165,12 @@ class GradDrop(GradientWeighting):
         where M = 1, the two values ℓ + (1 − ℓ)·M takes in the gradients' dtype."""
         low, high = (self.leak + (1.0 - self.leak) * torch.tensor([0.0, 1.0], dtype=dtype)).tolist()
         return [low * (t - k) + high * k for t, k in zip(total, kept)]
+
+
+@functools.cache
+def _one(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A 0-dim 1 (read only, never written) for addcdiv's first operand."""
+    return torch.ones((), dtype=dtype, device=device)
 
 
 def squared_norms(rows: torch.Tensor) -> list[float]:
