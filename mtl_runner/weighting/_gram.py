@@ -2,13 +2,13 @@
 every gradient method shares.
 
 Every Gram-based method (the min-norm family, the balancing and the surgery methods) reads only
-the K × K inner products of the task gradients. They are formed here once, with one matmul, and
-handed over as a symmetric float64 NumPy array: the K × K work that follows costs about 1 µs a
-NumPy call against 5–10 µs a torch call on small tensors, which is what keeps a method's solve a
-small share of a training step (benchmarks/gradient_methods.py). At K ≤ 10 numpy.linalg's
-wrappers cost several times the LAPACK routine they call, so the decompositions below call the
-same routines (dsyevd, dgesv) through SciPy's thin wrappers: the same results, a fraction of the
-time.
+the K × K inner products of the task gradients. They are formed here once (one matmul, or the
+K(K+1)/2 dot products of a few host rows) and handed over as a symmetric float64 NumPy array:
+the K × K work that follows costs about 1 µs a NumPy call against 5–10 µs a torch call on small
+tensors, which is what keeps a method's solve a small share of a training step
+(benchmarks/gradient_methods.py). At K ≤ 10 numpy.linalg's wrappers cost several times the
+LAPACK routine they call, so the decompositions below call the same routines (dsyevd, dgesv)
+through SciPy's thin wrappers: the same results, a fraction of the time.
 """
 
 from __future__ import annotations
