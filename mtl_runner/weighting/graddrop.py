@@ -129,11 +129,13 @@ class GradDrop(GradientWeighting):
         doubled = torch.addcdiv(
             _one(signals.dtype, signals.device), total, magnitude.clamp_min_(tiny)
         )
-        draw = torch.rand(doubled.shape, dtype=signals.dtype, device=signals.device)
+        # U in Σ|∇|'s buffer, no longer read: the draws of torch.rand(N) (the same uniform_ of
+        # the global generator), without allocating
+        draw = magnitude.uniform_()
         # P − U = ½ (fl(1 + ratio) − 2U) with P = ½ fl(1 + ratio) as the definition rounds it:
         # 2U and the halving are exact, and a float difference is 0 only between equal
         # floats, so this sign is that of P − U, in one kernel fewer
-        return torch.sub(doubled, draw, alpha=2.0).sign_()
+        return doubled.sub_(draw, alpha=2.0).sign_()
 
     def _combine(self, gradients: torch.Tensor, keep: torch.Tensor) -> Aggregation:
         """d and c from the gradients ∇ ([K, ...]) and M (broadcastable to them)."""
