@@ -89,11 +89,12 @@ class GradDrop(GradientWeighting):
 
     def drop(self, jacobian: torch.Tensor) -> Aggregation:
         """The per-element form on J ([K, D]): P, U and the masks for each of the D columns."""
-        surviving = self._surviving_signs(jacobian)  # one sign per column
+        absolute = jacobian.abs()  # |∇|, then (its buffer reused: fresh ones cost) |M ⊙ ∇|
+        surviving = self._surviving_signs(jacobian, absolute)  # one sign per column
         # |M ⊙ ∇|: |∇| where sign(∇) = sign(P − U), else 0; M ⊙ ∇ is it times sign(P − U)
         # (±1, exactly), so the column sums of M ⊙ ∇ are the sign times the sums of |M ⊙ ∇|
         # (the same additions, negated), and their squares are the same: M ⊙ ∇ is never formed
-        magnitudes = (jacobian * surviving).clamp_min_(0.0)
+        magnitudes = torch.mul(jacobian, surviving, out=absolute).clamp_min_(0.0)
         if self.leak == 0.0:
             return self._weighted(jacobian, magnitudes, magnitudes.sum(0).mul_(surviving))
         survivors = magnitudes * surviving
@@ -116,11 +117,14 @@ class GradDrop(GradientWeighting):
         return (signals * self._surviving_signs(signals)).clamp_min_(0.0).sign_()
 
     @staticmethod
-    def _surviving_signs(signals: torch.Tensor) -> torch.Tensor:
+    def _surviving_signs(
+        signals: torch.Tensor, absolute: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """sign(P − U) for the columns of ``signals`` ([K, N]): +1 where the positive sign
-        survives (P > U), −1 where the negative does, 0 where P = U or P is NaN."""
+        survives (P > U), −1 where the negative does, 0 where P = U or P is NaN (``absolute``:
+        |signals| if the caller has it)."""
         total = signals.sum(0)
-        magnitude = signals.abs().sum(0)
+        magnitude = (signals.abs() if absolute is None else absolute).sum(0)
         tiny = torch.finfo(signals.dtype).tiny
         # 2P = fl(1 + fl(Σ∇ / Σ|∇|)) in one kernel (addcdiv rounds the quotient, then the sum);
         # where Σ|∇| = 0 every ∇ is 0, so Σ∇ / tiny is exactly 0: no torch.where needed. The
@@ -152,8 +156,7 @@ class GradDrop(GradientWeighting):
         self, gradients: torch.Tensor, survivors: torch.Tensor, direction: torch.Tensor
     ) -> Aggregation:
         """c from ∇ ([K, ...]) and M ⊙ ∇ (or |M ⊙ ∇|: only its squares are read), with d."""
-        total = squared_norms(gradients)
-        kept = squared_norms(survivors)
+        total, kept = squared_norms(gradients, survivors)
         passed = kept if self.leak == 0.0 else self._passed(total, kept, gradients.dtype)
         # 1 where the fraction is undefined: ∇_k = 0, or an entry overflowed (0 < t < inf fails)
         weights = [p / t if 0.0 < t < math.inf else 1.0 for p, t in zip(passed, total)]
@@ -175,7 +178,10 @@ def _one(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.ones((), dtype=dtype, device=device)
 
 
-def squared_norms(rows: torch.Tensor) -> list[float]:
-    """Σ_e x_ke² for each row k of ``rows`` ([K, ...]), exact: float32 squares fit in float64."""
-    squares = rows.flatten(1).to(torch.float64, copy=True)
-    return squares.mul_(squares).sum(1).tolist()  # x·x: the same values as pow, cheaper
+def squared_norms(first: torch.Tensor, second: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Σ_e x_ke² for each row k of ``first`` and of ``second`` (both [K, ...]), exact: float32
+    squares fit in float64. One float64 buffer serves both (a fresh one costs more)."""
+    squares = first.flatten(1).to(torch.float64, copy=True)
+    first_sums = squares.mul_(squares).sum(1).tolist()  # x·x: the same values as pow, cheaper
+    squares.copy_(second.flatten(1))
+    return first_sums, squares.mul_(squares).sum(1).tolist()
