@@ -31,6 +31,7 @@ import torch
 
 from mtl_runner.errors import ConfigError
 from mtl_runner.weighting.base import StepContext, Weighting, fill_absent
+from mtl_runner.weighting.taps import TaskTaps
 
 
 class GradSource(str, Enum):
@@ -69,6 +70,14 @@ class GradientWeighting(Weighting):
                 f"weighting.grad_source={self.grad_source.value} is not supported by "
                 f"{type(self).__name__}: use {allowed}"
             )
+
+    def representation_taps(self, shared: torch.Tensor) -> TaskTaps | None:
+        """Routed taps for the one-pass feature-level backward; the parameter level only reads
+        ∂L_k/∂z at its taps (autograd.grad stops there), so plain views serve it."""
+        if not self.splits_representation:
+            return None
+        routed = self.grad_source is GradSource.features
+        return TaskTaps(shared, self.task_names, routed=routed)
 
     @abstractmethod
     def aggregate(self, jacobian: torch.Tensor, losses: torch.Tensor) -> Aggregation:

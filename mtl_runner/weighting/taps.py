@@ -10,8 +10,10 @@ inside one backward pass: one traversal of the graph, which is what keeps a feat
 step close to an equal-weighting step.
 
 Autograd also stops at a tap when asked for gradients *with respect to* the taps
-(``torch.autograd.grad(loss, taps)``): the parameter-level path reads ∂L_k/∂z that way, without
-running the node, and then takes the trunk's vector-Jacobian products itself.
+(``torch.autograd.grad(loss, taps)``): the parameter-level path reads ∂L_k/∂z that way and then
+takes the trunk's vector-Jacobian products itself. It never routes, so its taps
+(``routed=False``) are plain views of z, without the node: a Python autograd node costs about 2%
+of such a step on the reference model (benchmarks/gradient_methods.py).
 """
 
 from __future__ import annotations
@@ -53,11 +55,19 @@ class TaskTaps(dict[str, torch.Tensor]):
     task, in task order) that also knows its route.
     """
 
-    def __init__(self, shared: torch.Tensor, task_names: Sequence[str]) -> None:
-        router = _Router()
-        super().__init__(zip(task_names, _Join.apply(router, shared, len(task_names))))
+    def __init__(
+        self, shared: torch.Tensor, task_names: Sequence[str], routed: bool = True
+    ) -> None:
+        if routed:
+            router: _Router | None = _Router()
+            super().__init__(zip(task_names, _Join.apply(router, shared, len(task_names))))
+        else:  # only points where autograd.grad stops: an ordinary backward adds them up
+            router = None
+            super().__init__((name, shared.view_as(shared)) for name in task_names)
         self._router = router
 
     def route_gradients(self, route: Route | None) -> None:
         """What the trunk receives in the next backward through the taps (None: the sum)."""
+        if self._router is None:
+            raise RuntimeError("these taps were made with routed=False: they cannot route")
         self._router.route = route

@@ -95,6 +95,45 @@ def test_an_unused_tap_sends_zeros() -> None:
     assert list(taps) == NAMES and len(taps) == 3
 
 
+def test_unrouted_taps_are_plain_views_that_stop_autograd_grad() -> None:
+    """The parameter level's taps: no autograd node of ours, the same per-task gradients, the
+    ordinary backward through them, and no route."""
+    model, features, targets = small_model()
+    z = model.encode(features)
+    taps = TaskTaps(z, NAMES, routed=False)
+    assert list(taps) == NAMES
+    assert all(
+        type(t.grad_fn).__name__ == "ViewBackward0" and torch.equal(t, z) for t in taps.values()
+    )
+    tasks = [Task(n, TaskType.multiclass, 3) for n in NAMES]
+    losses = torch.stack(
+        [t.loss(model.decode_task(t.name, taps[t.name]), targets[t.name]) for t in tasks]
+    )
+    grads = torch.autograd.grad(losses.sum(), list(taps.values()), retain_graph=True)
+    torch.testing.assert_close(torch.stack(grads), per_task_feature_gradients(*small_model()))
+    twin, _, _ = small_model()  # the same seed: the same parameters and batch
+    expected = torch.autograd.grad(
+        task_losses(twin, features, targets)[0].sum(), list(twin.parameters())
+    )
+    got = torch.autograd.grad(losses.sum(), list(model.parameters()))
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-7)
+    with pytest.raises(RuntimeError, match="routed=False: they cannot route"):
+        taps.route_gradients(sum)
+
+
+@pytest.mark.parametrize(
+    ("source", "node"), [("features", "_JoinBackward"), ("params", "ViewBackward0")]
+)
+def test_a_gradient_method_routes_its_taps_only_at_the_feature_level(
+    source: str, node: str
+) -> None:
+    taps = Doubled(NAMES, grad_source=source).representation_taps(
+        torch.randn(4, 2, requires_grad=True)
+    )
+    assert {type(t.grad_fn).__name__ for t in taps.values()} == {node}
+
+
 class Doubled(GradientWeighting):
     """c = (1, 2, 3) on the features path: the step must be exactly the weighted backward."""
 
