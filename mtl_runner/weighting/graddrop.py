@@ -126,12 +126,13 @@ class GradDrop(GradientWeighting):
         total = signals.sum(0)
         magnitude = (signals.abs() if absolute is None else absolute).sum(0)
         tiny = torch.finfo(signals.dtype).tiny
-        # 2P = fl(1 + fl(Σ∇ / Σ|∇|)) in one kernel (addcdiv rounds the quotient, then the sum);
+        # 2P = fl(1 + fl(Σ∇ / Σ|∇|)) in one kernel, into Σ∇'s buffer (addcdiv rounds the
+        # quotient, then the sum; each element is read before it is written);
         # where Σ|∇| = 0 every ∇ is 0, so Σ∇ / tiny is exactly 0: no torch.where needed. The
         # ratio lies in [−1, 1] without a clamp: both sums add in the same order, and rounding
         # is monotone, so every partial |Σ∇| ≤ Σ|∇|
         doubled = torch.addcdiv(
-            _one(signals.dtype, signals.device), total, magnitude.clamp_min_(tiny)
+            _one(signals.dtype, signals.device), total, magnitude.clamp_min_(tiny), out=total
         )
         # U in Σ|∇|'s buffer, no longer read: the draws of torch.rand(N) (the same uniform_ of
         # the global generator), without allocating
