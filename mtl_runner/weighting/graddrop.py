@@ -126,11 +126,11 @@ class GradDrop(GradientWeighting):
         total = signals.sum(0)
         magnitude = (signals.abs() if absolute is None else absolute).sum(0)
         tiny = torch.finfo(signals.dtype).tiny
-        # 2P = fl(1 + fl(Σ∇ / Σ|∇|)) in one kernel, into Σ∇'s buffer (addcdiv rounds the
-        # quotient, then the sum; each element is read before it is written);
-        # where Σ|∇| = 0 every ∇ is 0, so Σ∇ / tiny is exactly 0: no torch.where needed. The
-        # ratio lies in [−1, 1] without a clamp: both sums add in the same order, and rounding
-        # is monotone, so every partial |Σ∇| ≤ Σ|∇|
+        # 2P = fl(1 + fl(Σ∇ / Σ|∇|)) in one kernel, written over Σ∇ (addcdiv rounds the
+        # quotient, then the sum, and reads each element before writing it). Where Σ|∇| = 0
+        # every ∇ is 0, so Σ∇ / tiny is exactly 0: no torch.where needed. The ratio lies in
+        # [−1, 1] without a clamp: both sums add in the same order, and rounding is monotone,
+        # so every partial |Σ∇| ≤ Σ|∇|
         doubled = torch.addcdiv(
             _one(signals.dtype, signals.device), total, magnitude.clamp_min_(tiny), out=total
         )
