@@ -41,12 +41,11 @@ def root_finder(problem: _RadiusProblem) -> tuple[np.ndarray, float]:
 def test_the_active_set_solve_agrees_with_the_root_finder(radius_scale: float) -> None:
     partial_supports = 0
     for gram in gram_matrices(seed=3, count=90):
-        k = len(gram)
-        problem = _RadiusProblem(gram, radius_scale, np.full(k, 1.0 / k))
+        problem = _RadiusProblem(gram, radius_scale)
         assert problem.well_conditioned()
         found = _active_set(problem, float(np.sqrt(gram.diagonal().max())))
-        assert found is not None, f"the active set did not settle at K={k}"
-        w, norm = found
+        assert found is not None, f"the active set did not settle at K={len(gram)}"
+        w, norm = np.array(found[0]), found[1]
         expected_w, expected_norm = root_finder(problem)
         np.testing.assert_allclose(w, expected_w, rtol=0, atol=1e-9)
         assert norm == pytest.approx(expected_norm, rel=1e-9)
@@ -67,3 +66,19 @@ def test_the_root_finder_takes_over_where_the_gram_matrix_is_ill_conditioned(
     weights = cagrad.cagrad_weights(gram, 0.5)
     assert calls == []  # not even tried: its systems would be inaccurate
     assert np.isfinite(weights).all() and weights[2] + weights[3] > 0
+
+
+@pytest.mark.parametrize("radius_scale", [0.1, 0.5, 2.0])
+def test_the_float_and_numpy_routes_give_the_same_weights(
+    monkeypatch: pytest.MonkeyPatch, radius_scale: float
+) -> None:
+    """Up to _FLOAT_TASKS tasks the K × K work runs on Python floats, beyond it on NumPy: both
+    routes, forced for every K here, solve the same systems (to rounding)."""
+    matrices = gram_matrices(seed=5, count=45)
+    monkeypatch.setattr(cagrad, "_FLOAT_TASKS", 100)  # floats at every K
+    on_floats = [cagrad.cagrad_weights(gram, radius_scale) for gram in matrices]
+    monkeypatch.setattr(cagrad, "_FLOAT_TASKS", 0)
+    on_numpy = [cagrad.cagrad_weights(gram, radius_scale) for gram in matrices]
+    for floats, arrays in zip(on_floats, on_numpy):
+        np.testing.assert_allclose(floats, arrays, rtol=1e-12, atol=1e-15)
+    assert all(np.ptp(w) > 1e-6 for w in on_floats)  # the tasks get different weights
