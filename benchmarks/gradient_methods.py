@@ -15,7 +15,9 @@ method's backward, Adam) through the trainer's own step code and prints, per met
   what the one-pass backward through the taps costs before any method's solve.
 
 Each ratio alternates its two paths call by call within a repeat and reports the median of the
-per-repeat ratios, so the drifts of a shared machine cancel. A benchmark, not a test: it always
+per-repeat ratios, so the drifts of a shared machine cancel; each repeat visits every ratio in
+turn, so a spell of noise reaches a few repeats of each ratio (which the median drops) rather
+than every repeat of the ratios measured while it lasts. A benchmark, not a test: it always
 exits 0. Run ``make bench`` or
 ``.venv/bin/python benchmarks/gradient_methods.py [--methods mgda,upgrad] [--repeats 7]``.
 """
@@ -167,27 +169,46 @@ def build(name: str, num_tasks: int, source: str) -> Weighting | None:
         return None
 
 
-def paired_ratio(
-    repeats: int, calls: int, numerator: Callable[[], object], denominator: Callable[[], object]
-) -> tuple[float, float]:
-    """Median over repeats of time(numerator)/time(denominator), and the median numerator time
-    per call. Within a repeat the two alternate call by call, so both meet the same state of a
-    shared, noisy machine."""
-    numerator()  # warm-up
-    denominator()
-    ratios, times = [], []
+Step = Callable[[], object]
+
+
+def paired_ratios(
+    pairs: dict[str, tuple[Step, Step]], repeats: int, calls: int
+) -> dict[str, tuple[float, float]]:
+    """For each pair: the median over repeats of time(numerator)/time(denominator), and the
+    median numerator time per call.
+
+    Within a repeat the two alternate call by call, so both meet the same state of a shared,
+    noisy machine; and every repeat visits all the pairs in turn, so that a spell of noise
+    (another job, a slower core) falls on a few repeats of every pair, which the median drops,
+    instead of on all the repeats of the pairs measured while it lasts.
+    """
+    for numerator, denominator in pairs.values():  # warm-up
+        numerator()
+        denominator()
+    ratios: dict[str, list[float]] = {key: [] for key in pairs}
+    times: dict[str, list[float]] = {key: [] for key in pairs}
     for _ in range(repeats):
-        top = bottom = 0.0
-        for _ in range(calls):
-            started = time.perf_counter()
-            numerator()
-            middle = time.perf_counter()
-            denominator()
-            top += middle - started
-            bottom += time.perf_counter() - middle
-        ratios.append(top / bottom)
-        times.append(top / calls)
-    return statistics.median(ratios), statistics.median(times)
+        for key, (numerator, denominator) in pairs.items():
+            top = bottom = 0.0
+            for _ in range(calls):
+                started = time.perf_counter()
+                numerator()
+                middle = time.perf_counter()
+                denominator()
+                top += middle - started
+                bottom += time.perf_counter() - middle
+            ratios[key].append(top / bottom)
+            times[key].append(top / calls)
+    return {key: (statistics.median(ratios[key]), statistics.median(times[key])) for key in pairs}
+
+
+def torchjd_available() -> bool:
+    try:
+        import torchjd  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def report(num_tasks: int, names: list[str], repeats: int, calls: int) -> None:
@@ -198,39 +219,46 @@ def report(num_tasks: int, names: list[str], repeats: int, calls: int) -> None:
     def ew_step() -> None:
         bench.step(equal)
 
+    def stepping(method: Weighting) -> Step:
+        return lambda: bench.step(method)
+
     ours = MeanAggregation(task_names)
-    _, ew = paired_ratio(repeats, calls, ew_step, ew_step)
-    print(f"\nK = {num_tasks}: EW step {ew * 1e3:.3f} ms (batch {BATCH})")
-    try:
-        speedup, jd = paired_ratio(repeats, calls, bench.torchjd_step, lambda: bench.step(ours))
-        print(
-            f"  Jacobian path: torchjd.mtl_backward {jd * 1e3:.3f} ms -> ours {speedup:.3f}x "
-            "faster (target >= 1.3x)"
-        )
-    except ImportError:
-        print("  torchjd not installed: skipped the torchjd comparison")
     path = MeanAggregation(task_names, grad_source="features")
-    alone, _ = paired_ratio(repeats, calls, lambda: bench.step(path), ew_step)
-    print(f"  feature path alone (a do-nothing solve): {alone:.3f}x EW")
-    print(f"  {'method':<14}{'features/EW':>12}{'params/EW':>11}{'solve %':>9}")
+    pairs: dict[str, tuple[Step, Step]] = {"ew": (ew_step, ew_step)}
+    if torchjd_available():
+        pairs["torchjd"] = (bench.torchjd_step, stepping(ours))
+    pairs["path"] = (stepping(path), ew_step)
     for name in names:
-        cells, steps = [], []
-        for source in ("features", "params"):
-            method = build(name, num_tasks, source)
-            if method is None:
-                cells.append(float("nan"))
-                continue
-            ratio, step = paired_ratio(repeats, calls, lambda m=method: bench.step(m), ew_step)
-            cells.append(ratio)
-            steps.append((source, method, step))
-        source, method, step = steps[-1]  # the parameter-level step where supported
+        methods = {source: build(name, num_tasks, source) for source in ("features", "params")}
+        for source, method in methods.items():
+            if method is not None:
+                pairs[f"{name} {source}"] = (stepping(method), ew_step)
+        # the solve, against the parameter-level step where supported
+        source = "params" if methods["params"] is not None else "features"
+        method = methods[source]
         jacobian = bench.jacobian(source).detach()
         losses = bench.losses()[0].detach()
 
         def solve(m: Weighting = method, j: torch.Tensor = jacobian, v=losses) -> None:
             m.aggregate(j, v)
 
-        share, _ = paired_ratio(repeats, calls, solve, lambda m=method: bench.step(m))
+        pairs[f"{name} solve"] = (solve, stepping(method))
+    results = paired_ratios(pairs, repeats, calls)
+    print(f"\nK = {num_tasks}: EW step {results['ew'][1] * 1e3:.3f} ms (batch {BATCH})")
+    if "torchjd" in results:
+        speedup, jd = results["torchjd"]
+        print(
+            f"  Jacobian path: torchjd.mtl_backward {jd * 1e3:.3f} ms -> ours {speedup:.3f}x "
+            "faster (target >= 1.3x)"
+        )
+    else:
+        print("  torchjd not installed: skipped the torchjd comparison")
+    print(f"  feature path alone (a do-nothing solve): {results['path'][0]:.3f}x EW")
+    print(f"  {'method':<14}{'features/EW':>12}{'params/EW':>11}{'solve %':>9}")
+    nan = (float("nan"), float("nan"))
+    for name in names:
+        cells = [results.get(f"{name} {source}", nan)[0] for source in ("features", "params")]
+        share = results[f"{name} solve"][0]
         missed = [
             label
             for label, hit in (
