@@ -188,17 +188,16 @@ class _RadiusProblem:
         radius r = t·ball has the solution p + t·q; with ‖g_w‖ = r it fixes t (a quadratic).
         None when the system is singular (affinely dependent gradients on S). ``support``
         None is every task (the usual optimum: no principal submatrix to take)."""
-        kkt, rhs = self._kkt(support)
+        kkt, rhs, rows = self._kkt(support)
         solution = lu_solve(kkt, rhs)
         if solution is None:
             return None
         size = len(kkt) - 1
         p, q = zip(*solution[:size].tolist())  # the columns p and q (of w_S)
-        if self.rows is None:
+        if rows is None:
             directions = solution[:size]
             (a, b), (_, c2) = (directions.T @ kkt[:size, :size] @ directions).tolist()
         else:
-            rows = kkt[:size, :size].tolist()
             a, b = _quadratic_form(rows, p, p), _quadratic_form(rows, p, q)
             c2 = _quadratic_form(rows, q, q)
         # ‖p + t q‖²_M = (t·ball)²: (c2 − ball²) t² + 2 b t + a = 0
@@ -206,8 +205,11 @@ class _RadiusProblem:
         roots = sorted(t for t in _quadratic_roots(c2 - ball * ball, b, a) if t > 0)
         return _Piece(support, solution, roots, p, q)
 
-    def _kkt(self, support: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """The system [[M_SS, 1], [1ᵀ, 0]] and its right-hand sides [0, −b_S; 1, 0]."""
+    def _kkt(
+        self, support: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, list[list[float]] | None]:
+        """The system [[M_SS, 1], [1ᵀ, 0]], its right-hand sides [0, −b_S; 1, 0], and M_SS as
+        Python floats on the few-task route (None on NumPy's)."""
         if self.rows is None:
             full = support is None
             size = len(self.gram) if full else int(np.count_nonzero(support))
@@ -217,14 +219,14 @@ class _RadiusProblem:
             rhs = np.zeros((size + 1, 2))
             rhs[size, 0] = 1.0
             rhs[:size, 1] = -self.mean_products if full else -self.mean_products[support]
-            return kkt, rhs
+            return kkt, rhs, None
         rows, products = self.rows, self.products
         if support is not None:
             chosen = support.nonzero()[0].tolist()
             rows = [[rows[i][j] for j in chosen] for i in chosen]
             products = [products[i] for i in chosen]
         kkt = np.array([[*row, 1.0] for row in rows] + [[1.0] * len(rows) + [0.0]])
-        return kkt, np.array([[0.0, -b] for b in products] + [[1.0, 0.0]])
+        return kkt, np.array([[0.0, -b] for b in products] + [[1.0, 0.0]]), rows
 
     def piece_root(self, w: np.ndarray) -> float:
         """The radius where ‖g_w‖ = r if the support of w stays."""
