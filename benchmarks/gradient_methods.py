@@ -25,6 +25,7 @@ exits 0. Run ``make bench`` or
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -68,7 +69,11 @@ class Bench:
 
     Each step takes the next of BATCHES in-memory batches, as training does: with one batch the
     Jacobian would barely change between steps, and methods that warm-start from the previous
-    step (Nash-MTL) or guess its support would look cheaper than they are in training.
+    step (Nash-MTL) or guess its support would look cheaper than they are in training. Each
+    *lane* (by default the method) has its own cursor over the batches: the two paths of a
+    ratio alternate call by call, and with one shared cursor each would only ever see every
+    other batch, so a method whose cost depends on the batch (whether its gradients conflict,
+    how many Newton steps it takes) would be timed on half of them.
     """
 
     def __init__(self, num_tasks: int) -> None:
@@ -84,7 +89,7 @@ class Bench:
             for _ in range(BATCHES)
         ]
         self.features, self.targets = self.batches[0]
-        self.steps = 0
+        self.cursors: dict[object, int] = {}
         self.shared = tuple(self.model.shared_parameters())
         self.heads = {t.name: tuple(self.model.task_parameters(t.name)) for t in self.tasks}
 
@@ -106,12 +111,14 @@ class Bench:
     def losses(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward()[:2]
 
-    def next_batch(self) -> None:
-        self.steps += 1
-        self.features, self.targets = self.batches[self.steps % BATCHES]
+    def next_batch(self, lane: object) -> None:
+        """The next batch of ``lane``'s own pass over the batches."""
+        position = self.cursors.get(lane, 0) + 1
+        self.cursors[lane] = position
+        self.features, self.targets = self.batches[position % BATCHES]
 
-    def step(self, method: Weighting) -> None:
-        self.next_batch()
+    def step(self, method: Weighting, lane: object = None) -> None:
+        self.next_batch(method if lane is None else lane)
         losses, z, copies = self.forward(method)
         self.optimizer.zero_grad(set_to_none=True)
         context = StepContext(
@@ -130,7 +137,7 @@ class Bench:
         from torchjd.aggregation import Mean
         from torchjd.autojac import jac_to_grad, mtl_backward
 
-        self.next_batch()
+        self.next_batch("torchjd")
         z = self.model.encode(self.features)
         outputs = self.model.decode(z)
         # separate loss tensors: torchjd differentiates each one on its own
@@ -146,6 +153,14 @@ class Bench:
         losses, z = self.losses()
         inputs = list(self.shared) if source == "params" else [z]
         return torch.cat([row.flatten(1) for row in jacobian_rows(losses, inputs)], dim=1)
+
+    def solve_inputs(self, source: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(J, losses) of every batch, detached: what a method's solve reads, batch by batch."""
+        inputs = []
+        for _ in range(BATCHES):
+            self.next_batch("solve inputs")
+            inputs.append((self.jacobian(source).detach(), self.losses()[0].detach()))
+        return inputs
 
 
 def method_names() -> list[str]:
@@ -236,11 +251,12 @@ def report(num_tasks: int, names: list[str], repeats: int, calls: int) -> None:
         # the solve, against the parameter-level step where supported
         source = "params" if methods["params"] is not None else "features"
         method = methods[source]
-        jacobian = bench.jacobian(source).detach()
-        losses = bench.losses()[0].detach()
+        # the batches in turn, as its steps see them: on one fixed J a warm-started solve
+        # (Nash-MTL) would converge at once from its last answer
+        inputs = itertools.cycle(bench.solve_inputs(source))
 
-        def solve(m: Weighting = method, j: torch.Tensor = jacobian, v=losses) -> None:
-            m.aggregate(j, v)
+        def solve(m: Weighting = method, batches=inputs) -> None:
+            m.aggregate(*next(batches))
 
         pairs[f"{name} solve"] = (solve, stepping(method))
     results = paired_ratios(pairs, repeats, calls)
