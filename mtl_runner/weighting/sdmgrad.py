@@ -111,14 +111,15 @@ class SDMGrad(GradientWeighting):
         """``inner_steps`` steps of projected SGD with momentum on the finite, scaled A."""
         if matrix.shape[0] > FLOAT_ROUTE_SIZE:
             return self._inner_steps_array(matrix, w)
-        # A w stays numpy's product (its rounding), the K-entry rest runs on Python floats:
+        # A w stays NumPy's product (its rounding), the K-entry rest runs on Python floats:
         # the same IEEE operations as the numpy form (:meth:`_inner_steps_array`) with a third
         # of its numpy calls
         lr, momentum = self.inner_lr, self.inner_momentum
         pull_target = (self.regularization * matrix.mean(axis=1)).tolist()  # λ A·𝟙/K
         velocity: list[float] | None = None
         for _ in range(self.inner_steps):
-            gradient = [g + p for g, p in zip((matrix @ w).tolist(), pull_target)]
+            # ndarray.dot: the same product as @ (bit for bit), at half its dispatch cost
+            gradient = [g + p for g, p in zip(matrix.dot(w).tolist(), pull_target)]
             velocity = (
                 gradient
                 if velocity is None
@@ -132,7 +133,7 @@ class SDMGrad(GradientWeighting):
         pull_target = self.regularization * matrix.mean(axis=1)  # λ A·𝟙/K, the same every step
         velocity: np.ndarray | None = None
         for _ in range(self.inner_steps):
-            gradient = matrix @ w + pull_target
+            gradient = matrix.dot(w) + pull_target
             velocity = gradient if velocity is None else self.inner_momentum * velocity + gradient
             w = project_onto_simplex_array(w - self.inner_lr * velocity)
         return w

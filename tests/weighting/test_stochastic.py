@@ -470,3 +470,22 @@ def test_numpy_simplex_projection_equals_the_torch_one() -> None:
             got = project_onto_simplex_array(vector.numpy())
             torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-12, atol=1e-15)
             assert got.sum() == pytest.approx(1.0) and (got >= 0).all()
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 32])
+def test_float_simplex_projection_is_the_numpy_one_bit_for_bit(
+    size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the float route (SDMGrad's inner steps, K <= 32) must round exactly as the NumPy route
+    from mtl_runner.weighting import _stochastic
+
+    generator = np.random.default_rng(size)
+    vectors = [
+        generator.standard_normal(size) * 10.0 ** generator.uniform(-8, 20) for _ in range(300)
+    ]
+    vectors += [np.full(size, 0.5), np.arange(size, dtype=np.float64)]  # ties; a spread > _SPREAD
+    floats = [_stochastic.project_onto_simplex_array(v) for v in vectors]
+    monkeypatch.setattr(_stochastic, "FLOAT_ROUTE_SIZE", 0)
+    for vector, expected in zip(vectors, floats):
+        got = _stochastic.project_onto_simplex_array(vector)
+        np.testing.assert_array_equal(got, expected)
